@@ -1,0 +1,1 @@
+"""bio: differentiable molecular-mechanics energies for proteins and protein-ligand work (OpenMM units)."""

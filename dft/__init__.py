@@ -1,0 +1,1 @@
+"""dft: a differentiable Kohn-Sham DFT solver for molecules (atomic units)."""

@@ -1,0 +1,5 @@
+import sys
+
+from diffsci.cli import main
+
+sys.exit(main())

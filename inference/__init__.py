@@ -1,0 +1,1 @@
+"""inference: the shared numerical engine (optimizers, implicit differentiation, MCMC, VI, diagnostics)."""

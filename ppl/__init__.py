@@ -1,0 +1,1 @@
+"""ppl: a probabilistic modelling language (Pyro/NumPyro-style primitives and effect handlers)."""
