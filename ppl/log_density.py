@@ -1,0 +1,270 @@
+"""From a model to log-densities: the joint log-density of a run, and the unconstrained potential for HMC/VI.
+
+``log_density(model, args, kwargs, params)`` runs a model with some site values fixed and returns its joint
+log-density and trace (NumPyro's function). :class:`Potential` flattens every continuous latent sample site
+into one unconstrained vector ``z`` and gives the potential energy ``U(z) = -log p(x, theta(z)) - log|det J(z)|``
+that ``inference`` samples (NUTS) and approximates (autoguides), batched over chains, together with the maps
+between ``z`` and constrained site values and the initialization of ``z``.
+"""
+
+import contextlib
+import math
+from collections import namedtuple
+
+import torch
+
+from ppl.errors import ModelError
+from ppl.handlers import substitute, trace
+from ppl.initialization import init_to_uniform
+from ppl.primitives import Messenger
+from ppl.transforms import biject_to
+
+__all__ = ["LatentSite", "Potential", "log_density"]
+
+
+def log_density(model, model_args=(), model_kwargs=None, params=None):
+    """The joint log-density of one run of ``model`` and its trace.
+
+    Args:
+        model: a model function.
+        model_args, model_kwargs: its arguments.
+        params: a dict of values for sample/param/deterministic sites (substituted), or None.
+
+    Returns:
+        ``(log_joint, trace)``: the sum over sample sites of their scaled, masked log-densities (0-dim tensor)
+        and the :class:`ppl.handlers.Trace` of the run.
+    """
+    if params:
+        model = substitute(model, data=params)
+    model_trace = trace(model).get_trace(*model_args, **(model_kwargs or {}))
+    return model_trace.log_prob_sum(), model_trace
+
+
+LatentSite = namedtuple("LatentSite", ["name", "start", "stop", "shape", "unconstrained_shape"])
+LatentSite.__doc__ = """A latent site's place in the flat vector: ``z[start:stop]`` reshaped to
+``unconstrained_shape`` maps to the constrained value of shape ``shape``."""
+
+
+def _is_latent(site):
+    return site["type"] == "sample" and not site["is_observed"]
+
+
+class _Unconstrain(Messenger):
+    """Give each latent site the constrained value of its slice of ``z``, accumulating log|det J| (scaled like
+    the site's log-density)."""
+
+    def __init__(self, fn, sites, z):
+        self.sites = sites
+        self.z = z
+        self.log_det = 0.0
+        super().__init__(fn)
+
+    def process_message(self, msg):
+        if not _is_latent(msg):
+            return
+        site = self.sites.get(msg["name"])
+        if site is None:
+            raise ModelError(
+                f"latent site '{msg['name']}' did not appear when the potential was set up: a model's latent sites "
+                "must be the same in every run (no random control flow over sample statements)."
+            )
+        transform = biject_to(msg["fn"].support)
+        unconstrained = self.z[site.start : site.stop].reshape(site.unconstrained_shape)
+        value = transform(unconstrained)
+        log_det = transform.log_abs_det_jacobian(unconstrained, value)
+        batch_dim = value.dim() - len(msg["fn"].event_shape)
+        if log_det.dim() > batch_dim:
+            log_det = log_det.sum(tuple(range(batch_dim, log_det.dim())))
+        if msg["scale"] is not None:
+            log_det = log_det * msg["scale"]
+        self.log_det = self.log_det + log_det.sum()
+        msg["value"] = value
+
+
+@contextlib.contextmanager
+def _unvalidated():
+    """Distribution argument validation off: parameters outside their support then give NaN or infinite
+    log-densities (a divergence to a sampler) instead of exceptions, and vmap works (validation branches on
+    tensor values in Python). Observed data is validated once, when the potential is set up."""
+    default = torch.distributions.Distribution._validate_args
+    torch.distributions.Distribution.set_default_validate_args(False)
+    try:
+        yield
+    finally:
+        torch.distributions.Distribution.set_default_validate_args(default)
+
+
+def _evaluate(fn, argument, batched):
+    """``fn(argument)``, or ``torch.func.vmap(fn)(argument)`` over a leading batch dimension, unvalidated."""
+    with _unvalidated():
+        return torch.func.vmap(fn, randomness="different")(argument) if batched else fn(argument)
+
+
+class Potential:
+    """The potential energy of a model's latent sites in one flat unconstrained vector.
+
+    Every continuous latent sample site (not observed) is mapped to unconstrained reals by
+    ``ppl.transforms.biject_to(site support)``; ``z`` (shape ``(dim,)``) concatenates the flattened
+    unconstrained values in the order the model first samples the sites (see :attr:`latent_sites`). Supports
+    may depend on other sites (e.g. ``Uniform(0, a)``): the transform is taken from each run.
+
+    ``potential(z)`` is ``U(z) = -log p(x, theta(z)) - log|det d theta / dz|``, where the log-density is the
+    trace's (scaled and masked) joint log-density and ``theta(z)`` the constrained latent values; it is a
+    differentiable torch function of ``z``. A batch ``z`` of shape ``(C, dim)`` (one row per chain) gives shape
+    ``(C,)``, computed in one vectorized run of the model (``torch.func.vmap``: the model must not branch in
+    Python on the values of latent sites). Distribution argument validation is on when the potential is set
+    up (so bad observed data raises there) and off in every evaluation, where parameters outside their support
+    give a NaN or infinite potential, which samplers treat as a divergence.
+
+    Args:
+        model: a model function (written with ``ppl`` primitives).
+        model_args, model_kwargs: the arguments it is run with (data).
+        init_strategy: an initialization strategy from :mod:`ppl.initialization` (default
+            ``init_to_uniform``), used by :meth:`initial_params` and to set the potential up.
+
+    Raises:
+        ModelError: a latent site is discrete or its support has no bijection, two sites share a name, or a
+            site's log-density cannot be computed at setup (e.g. observed data outside the support).
+    """
+
+    def __init__(self, model, model_args=(), model_kwargs=None, init_strategy=init_to_uniform):
+        self.model = model
+        self.model_args = tuple(model_args)
+        self.model_kwargs = dict(model_kwargs or {})
+        self.init_strategy = init_strategy
+        self.latent_sites = {}
+        start = 0
+        for name, site in self._init_trace().items():
+            if site["type"] == "sample":
+                try:
+                    site["fn"].log_prob(site["value"])
+                except ValueError as error:
+                    raise ModelError(f"site '{name}': {error}") from error
+            if not _is_latent(site):
+                continue
+            transform = self._transform(site)
+            unconstrained_shape = transform.inverse_shape(site["value"].shape)
+            stop = start + math.prod(unconstrained_shape)
+            self.latent_sites[name] = LatentSite(name, start, stop, site["value"].shape, unconstrained_shape)
+            start = stop
+        self.dim = start
+
+    @staticmethod
+    def _transform(site):
+        support = site["fn"].support
+        if support.is_discrete:
+            raise ModelError(
+                f"latent site '{site['name']}' is discrete ({type(site['fn']).__name__}, support {support!r}); "
+                "the potential needs continuous latent sites: observe it, marginalize it out by hand, or use a "
+                "continuous relaxation."
+            )
+        try:
+            return biject_to(support)
+        except NotImplementedError as error:
+            raise ModelError(f"latent site '{site['name']}': {error}") from None
+
+    def _init_trace(self):
+        model = substitute(self.model, substitute_fn=self.init_strategy)
+        return trace(model).get_trace(*self.model_args, **self.model_kwargs)
+
+    def _run(self, z):
+        handler = _Unconstrain(self.model, self.latent_sites, z)
+        model_trace = trace(handler).get_trace(*self.model_args, **self.model_kwargs)
+        return model_trace, handler.log_det
+
+    def _check(self, z):
+        if not isinstance(z, torch.Tensor) or z.dim() not in (1, 2) or z.shape[-1] != self.dim:
+            shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+            raise ValueError(f"Potential: z must have shape ({self.dim},) or (num_chains, {self.dim}), got {shape}.")
+        return z.dim() == 2
+
+    def _potential(self, z):
+        model_trace, log_det = self._run(z)
+        return -(model_trace.log_prob_sum() + log_det)
+
+    def __call__(self, z):
+        """``U(z)``: shape ``()`` for ``z`` of shape ``(dim,)``, ``(C,)`` for ``(C, dim)``."""
+        return _evaluate(self._potential, z, self._check(z))
+
+    def _constrain(self, z):
+        model_trace, _ = self._run(z)
+        return {
+            name: site["value"]
+            for name, site in model_trace.items()
+            if _is_latent(site) or site["type"] == "deterministic"
+        }
+
+    def constrain(self, z):
+        """The constrained values of the latent sites, and the values of the deterministic sites, for ``z``
+        (shape ``(dim,)``, or ``(C, dim)`` giving values with a leading dimension ``C``)."""
+        return _evaluate(self._constrain, z, self._check(z))
+
+    def _flatten(self, model_trace):
+        """``z`` of the latent values in ``model_trace`` (shape ``(dim,)``)."""
+        parts = []
+        for name in self.latent_sites:
+            site = model_trace[name]
+            parts.append(biject_to(site["fn"].support).inv(site["value"]).reshape(-1))
+        return torch.cat(parts) if parts else torch.zeros(0)
+
+    def unconstrain(self, values):
+        """The ``z`` of constrained latent values (a dict by site name; deterministic entries are ignored).
+        Values with one more leading dimension than their site give ``z`` of shape ``(C, dim)``."""
+        missing = [name for name in self.latent_sites if name not in values]
+        if missing:
+            raise ModelError(f"unconstrain: no value for the latent site(s) {', '.join(map(repr, missing))}.")
+        latent = {name: values[name] for name in self.latent_sites}
+
+        def flatten(latent):
+            model = substitute(self.model, data=latent)
+            return self._flatten(trace(model).get_trace(*self.model_args, **self.model_kwargs))
+
+        first = next(iter(self.latent_sites.values()), None)
+        return _evaluate(flatten, latent, first is not None and latent[first.name].dim() == len(first.shape) + 1)
+
+    def initial_params(self, num_chains=None, max_tries=100):
+        """Initial ``z`` from the init strategy, redrawn until the potential and its gradient are finite.
+
+        Returns shape ``(dim,)``, or ``(num_chains, dim)`` with an independent draw per chain.
+
+        Raises:
+            ModelError: no finite draw in ``max_tries``; the message names the sites whose log-density or
+                gradient is not finite.
+        """
+        if num_chains is not None:
+            return torch.stack([self.initial_params(max_tries=max_tries) for _ in range(num_chains)])
+        with _unvalidated():
+            return self._find_initial_params(max_tries)
+
+    def _find_initial_params(self, max_tries):
+        if self.dim == 0:
+            return self._flatten(self._init_trace())
+        for _ in range(max_tries):
+            z = self._flatten(self._init_trace()).detach().requires_grad_(True)
+            potential = self._potential(z)
+            (grad,) = torch.autograd.grad(potential, z, allow_unused=True)
+            grad = torch.zeros_like(z) if grad is None else grad
+            if bool(torch.isfinite(potential)) and bool(torch.isfinite(grad).all()):
+                return z.detach()
+        raise ModelError(self._diagnose(z, grad, max_tries))
+
+    def _diagnose(self, z, grad, max_tries):
+        model_trace, _ = self._run(z.detach())
+        bad_density = [
+            name
+            for name, site in model_trace.items()
+            if site["type"] == "sample" and not bool(torch.isfinite(site["fn"].log_prob(site["value"])).all())
+        ]
+        bad_grad = [
+            name
+            for name, site in self.latent_sites.items()
+            if not bool(torch.isfinite(grad[site.start : site.stop]).all())
+        ]
+        return (
+            f"could not find initial values with a finite potential and gradient in {max_tries} tries "
+            f"(init strategy {getattr(self.init_strategy, '__name__', self.init_strategy)!r}). "
+            f"Log-density not finite at: {', '.join(map(repr, bad_density)) or 'no site'}; "
+            f"gradient not finite for: {', '.join(map(repr, bad_grad)) or 'no site'}. "
+            "Check those sites' parameters and supports (and the data), or give valid values with "
+            "init_to_value(values={...})."
+        )
