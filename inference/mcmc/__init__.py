@@ -1,0 +1,13 @@
+"""MCMC: HMC and NUTS on a potential function of flat, batched positions, and the driver that runs chains.
+
+    kernel = NUTS(potential_fn=U)            # U: positions (C, D) -> potential energies (C,)
+    mcmc = MCMC(kernel, num_warmup=500, num_samples=500, num_chains=4, seed=0)
+    mcmc.run(init_params=z0)                 # z0: (D,) or (4, D)
+    mcmc.get_samples()["z"], mcmc.summary(), mcmc.to_arviz()
+"""
+
+from .hmc import HMC
+from .mcmc import MCMC
+from .nuts import NUTS
+
+__all__ = ["HMC", "MCMC", "NUTS"]

@@ -1,0 +1,248 @@
+"""The MCMC driver: runs an HMC/NUTS kernel for several chains, collects draws, checkpoints and resumes.
+
+Randomness: chain c draws from its own ``torch.Generator``, seeded from ``numpy.random.SeedSequence(seed)``'s
+c-th child, so a chain's draws do not depend on how many chains run beside it or whether they run vectorized or
+sequentially (up to floating-point differences of batched arithmetic in the potential).
+"""
+
+import os
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from inference import diagnostics
+
+from .hmc import state_from_dict, state_to_dict
+
+CHECKPOINT_VERSION = 1
+EXTRA_FIELDS = ("diverging", "accept_prob", "step_size", "tree_depth", "num_steps", "energy", "potential_energy")
+
+
+class MCMC:
+    """Run ``kernel`` for ``num_chains`` chains: ``num_warmup`` adapting iterations, then ``num_samples`` kept.
+
+    Args:
+        kernel: an ``HMC`` or ``NUTS`` kernel.
+        num_warmup, num_samples: iterations per chain.
+        num_chains: number of chains.
+        chain_method: "vectorized" (all chains advance together as one batch) or "sequential" (one after another).
+        thinning: keep every ``thinning``-th draw after warm-up.
+        seed: integer seed; None draws one from torch's global generator.
+        progress_bar: show a tqdm bar per run (phase, step size, divergences, mean tree depth).
+        postprocess_fn: maps unconstrained draws (..., D) to a dict of constrained values (..., *shape);
+            default: the kernel's (set by the model front-end), else ``{"z": draws}``.
+        checkpoint: file to save the run to every ``checkpoint_every`` iterations (``run(resume_from=...)``
+            continues it bit-for-bit).
+    """
+
+    def __init__(
+        self,
+        kernel,
+        num_warmup,
+        num_samples,
+        num_chains=1,
+        chain_method="vectorized",
+        thinning=1,
+        seed=None,
+        progress_bar=True,
+        postprocess_fn=None,
+        checkpoint=None,
+        checkpoint_every=100,
+    ):
+        if chain_method not in ("vectorized", "sequential"):
+            raise ValueError(f"MCMC: chain_method must be 'vectorized' or 'sequential'; got {chain_method!r}")
+        for name, value, low in (("num_warmup", num_warmup, 0), ("num_samples", num_samples, 1),
+                                 ("num_chains", num_chains, 1), ("thinning", thinning, 1),
+                                 ("checkpoint_every", checkpoint_every, 1)):
+            if not isinstance(value, int) or value < low:
+                raise ValueError(f"MCMC: {name} must be an integer >= {low}; got {value!r}")
+        self.kernel = kernel
+        self.num_warmup = num_warmup
+        self.num_samples = num_samples
+        self.num_chains = num_chains
+        self.chain_method = chain_method
+        self.thinning = thinning
+        self.seed = int(torch.randint(0, 2**62, ()).item()) if seed is None else int(seed)
+        self.progress_bar = progress_bar
+        self.postprocess_fn = postprocess_fn
+        self.checkpoint = checkpoint
+        self.checkpoint_every = checkpoint_every
+        self._z = None
+        self._extra = None
+        self.last_state = None  # kernel state at the end of run() (of the last chain group when sequential)
+
+    def _config(self):
+        return {
+            "num_warmup": self.num_warmup,
+            "num_samples": self.num_samples,
+            "num_chains": self.num_chains,
+            "chain_method": self.chain_method,
+            "thinning": self.thinning,
+            "seed": self.seed,
+            "kernel": type(self.kernel).__name__,
+        }
+
+    def _generators(self, device):
+        children = np.random.SeedSequence(self.seed).spawn(self.num_chains)
+        return [torch.Generator(device=device).manual_seed(int(c.generate_state(1, np.uint64)[0])) for c in children]
+
+    def run(self, *model_args, init_params=None, resume_from=None, **model_kwargs):
+        """Sample. ``init_params``: initial unconstrained positions (D,) (shared) or (num_chains, D); needed
+        unless the kernel's model front-end draws them. ``resume_from``: a checkpoint file of this same run
+        configuration; the run continues from it and produces the draws the uninterrupted run would have."""
+        device = init_params.device if isinstance(init_params, torch.Tensor) else torch.device("cpu")
+        generators = self._generators(device)
+        z0 = self.kernel.setup(generators, *model_args, **model_kwargs)
+        if z0 is None:
+            z0 = self._initial_positions(init_params)
+        num_kept = -(-self.num_samples // self.thinning)
+        z_draws = z0.new_zeros(self.num_chains, num_kept, z0.shape[1])
+        extra = {}
+        group, state = 0, None
+        if resume_from is not None:
+            group, state, z0, z_draws, extra = self._load(resume_from, generators)
+        groups = [list(range(self.num_chains))] if self.chain_method == "vectorized" else [[c] for c in range(self.num_chains)]
+        for g in range(group, len(groups)):
+            chains = groups[g]
+            gens = [generators[c] for c in chains]
+            if state is None:
+                state = self.kernel.init(z0[chains], self.num_warmup, gens)
+            state = self._run_chains(g, chains, gens, generators, state, z0, z_draws, extra)
+            self.last_state = state
+            state = None
+        self._z, self._extra = z_draws, extra
+
+    def _initial_positions(self, init_params):
+        if init_params is None:
+            raise ValueError("MCMC.run: pass init_params (D,) or (num_chains, D) for a kernel built from potential_fn")
+        z0 = torch.as_tensor(init_params)
+        if not z0.is_floating_point():
+            z0 = z0.to(torch.get_default_dtype())
+        if z0.dim() == 1:
+            z0 = z0.expand(self.num_chains, -1)
+        if z0.dim() != 2 or z0.shape[0] != self.num_chains:
+            raise ValueError(
+                f"MCMC.run: init_params must be (D,) or (num_chains={self.num_chains}, D); got {tuple(z0.shape)}"
+            )
+        return z0.detach().clone()
+
+    def _run_chains(self, group, chains, gens, generators, state, z0, z_draws, extra):
+        total = self.num_warmup + self.num_samples
+        label = f"chains {chains[0]}-{chains[-1]}" if len(chains) > 1 else f"chain {chains[0]}"
+        divergences = torch.zeros(len(chains), dtype=torch.long, device=z0.device)
+        depth_sum = torch.zeros(len(chains), dtype=torch.long, device=z0.device)
+        with tqdm(total=total, initial=state.iteration, desc=label, disable=not self.progress_bar) as bar:
+            while state.iteration < total:
+                i = state.iteration
+                state, stats = self.kernel.sample(state, gens)
+                if i == self.num_warmup:  # the bar's counts restart with the sampling phase
+                    divergences.zero_()
+                    depth_sum.zero_()
+                divergences += stats["diverging"]
+                depth_sum += stats["tree_depth"]
+                kept = i - self.num_warmup
+                if kept >= 0 and kept % self.thinning == 0:
+                    z_draws[chains, kept // self.thinning] = state.z
+                    for name in EXTRA_FIELDS:
+                        value = stats[name]
+                        if name not in extra:
+                            extra[name] = value.new_zeros(self.num_chains, z_draws.shape[1])
+                        extra[name][chains, kept // self.thinning] = value
+                if self.progress_bar:
+                    done = i + 1 - (self.num_warmup if i >= self.num_warmup else 0)
+                    bar.set_postfix(
+                        phase="warmup" if i < self.num_warmup else "sample",
+                        step_size=f"{state.adapt.step_size.mean().item():.3g}",
+                        divergences=int(divergences.sum()),
+                        tree_depth=f"{depth_sum.sum().item() / (done * len(chains)):.2f}",
+                        refresh=False,
+                    )
+                    bar.update(1)
+                if self.checkpoint is not None and state.iteration % self.checkpoint_every == 0:
+                    self._save(group, state, generators, z0, z_draws, extra)
+        return state
+
+    # -- checkpoints ---------------------------------------------------------------------------------------
+
+    def _save(self, group, state, generators, z0, z_draws, extra):
+        payload = {
+            "version": CHECKPOINT_VERSION,
+            "config": self._config(),
+            "group": group,
+            "state": state_to_dict(state),
+            "generators": [g.get_state() for g in generators],
+            "z0": z0,
+            "z_draws": z_draws,
+            "extra": dict(extra),
+        }
+        tmp = f"{self.checkpoint}.tmp"
+        torch.save(payload, tmp)
+        os.replace(tmp, self.checkpoint)  # atomic: an interrupt never leaves a half-written checkpoint
+
+    def _load(self, path, generators):
+        payload = torch.load(path, weights_only=True, map_location=generators[0].device)
+        if payload.get("version") != CHECKPOINT_VERSION:
+            raise ValueError(f"MCMC.run: {path} is not an MCMC checkpoint of version {CHECKPOINT_VERSION}")
+        for key, value in self._config().items():
+            if payload["config"].get(key) != value:
+                raise ValueError(
+                    f"MCMC.run: checkpoint {path} was written with {key}={payload['config'].get(key)!r}, "
+                    f"this run has {key}={value!r}; resume with the same configuration"
+                )
+        for g, g_state in zip(generators, payload["generators"]):
+            g.set_state(g_state)
+        state = state_from_dict(payload["state"])
+        return payload["group"], state, payload["z0"], payload["z_draws"], payload["extra"]
+
+    # -- results -------------------------------------------------------------------------------------------
+
+    def _require_run(self):
+        if self._z is None:
+            raise RuntimeError("MCMC: call run() before asking for samples")
+
+    def get_samples(self, group_by_chain=False):
+        """Dict of draws: site -> (num_chains, num_kept, *shape), or (num_chains * num_kept, *shape) pooled."""
+        self._require_run()
+        postprocess = self.postprocess_fn or self.kernel.postprocess_fn or (lambda z: {"z": z})
+        samples = postprocess(self._z)
+        if group_by_chain:
+            return samples
+        return {k: v.reshape(-1, *v.shape[2:]) for k, v in samples.items()}
+
+    def get_extra_fields(self, group_by_chain=False):
+        """Per-draw sampler statistics: diverging, accept_prob, step_size, tree_depth, num_steps, energy,
+        potential_energy; each (num_chains, num_kept) or pooled (num_chains * num_kept,)."""
+        self._require_run()
+        if group_by_chain:
+            return dict(self._extra)
+        return {k: v.reshape(-1) for k, v in self._extra.items()}
+
+    def summary(self, prob=0.9, print_table=True):
+        """Mean, sd, (1 -/+ prob)/2 quantiles, MCSE, bulk/tail ESS and R-hat of every site (see
+        ``diagnostics.summary``); prints the table and the number of divergences, and returns the data."""
+        stats = diagnostics.summary(self.get_samples(group_by_chain=True), prob=prob)
+        if print_table:
+            diagnostics.print_summary(stats)
+            print(f"Number of divergences: {int(self._extra['diverging'].sum())}")
+        return stats
+
+    def to_arviz(self):
+        """ArviZ ``InferenceData`` with the posterior and ArviZ-named sample statistics."""
+        try:
+            import arviz as az
+        except ImportError as err:  # optional dependency
+            raise ImportError("MCMC.to_arviz needs arviz: pip install arviz") from err
+        as_np = lambda v: v.detach().cpu().numpy()  # noqa: E731
+        extra = self.get_extra_fields(group_by_chain=True)
+        sample_stats = {
+            "diverging": as_np(extra["diverging"]),
+            "acceptance_rate": as_np(extra["accept_prob"]),
+            "step_size": as_np(extra["step_size"]),
+            "tree_depth": as_np(extra["tree_depth"]),
+            "n_steps": as_np(extra["num_steps"]),
+            "energy": as_np(extra["energy"]),
+            "lp": -as_np(extra["potential_energy"]),
+        }
+        posterior = {k: as_np(v) for k, v in self.get_samples(group_by_chain=True).items()}
+        return az.from_dict(posterior=posterior, sample_stats=sample_stats)
