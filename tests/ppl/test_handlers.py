@@ -14,14 +14,6 @@ from ppl.primitives import _STACK
 from ppl.reparam import LocScaleReparam
 
 
-@pytest.fixture(autouse=True)
-def _clean_state():
-    ppl.clear_param_store()
-    yield
-    ppl.clear_param_store()
-    pyro.clear_param_store()
-    assert not _STACK
-
 
 def model(data=None):
     x = ppl.sample("x", td.Normal(0.0, 1.0))

@@ -20,14 +20,6 @@ Y = [28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0]
 SIGMA = [15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0]
 
 
-@pytest.fixture(autouse=True)
-def _clean_state():
-    ppl.clear_param_store()
-    yield
-    ppl.clear_param_store()
-    pyro.clear_param_store()
-    assert not _STACK
-
 
 def _data(device, dtype):
     return torch.tensor(SIGMA, device=device, dtype=dtype), torch.tensor(Y, device=device, dtype=dtype)
@@ -288,6 +280,18 @@ def test_vectorized_runs_over_posterior_draws():
     assert ((predictions["obs"] - theta) / sigma).abs().max() < 5
     with pytest.raises(ppl.ModelError, match="samples\\['eta'\\] has shape"):
         ppl.vectorized_trace(noncentered, dict(samples, eta=torch.zeros(num_samples, 3)), (sigma, y))
+
+
+def test_vectorized_prior_draws_need_num_samples():
+    """With no samples, num_samples sets the outer plate: one vectorized run draws from the prior."""
+    sigma, _ = _data("cpu", torch.float64)
+    draws = handlers.seed(ppl.vectorized_values, rng_seed=0)(noncentered, {}, (sigma,), num_samples=4000)
+    assert draws["mu"].shape == (4000,) and draws["eta"].shape == (4000, 8) and draws["obs"].shape == (4000, 8)
+    assert abs(float(draws["mu"].std()) - 5.0) < 0.3  # mu ~ N(0, 5): sd of 4000 draws within ~5 standard errors
+    with pytest.raises(ppl.ModelError, match="give num_samples"):
+        ppl.vectorized_trace(noncentered, {}, (sigma,))
+    with pytest.raises(ppl.ModelError, match="common leading size"):
+        ppl.vectorized_trace(noncentered, {"mu": torch.zeros(3, dtype=torch.float64)}, (sigma,), num_samples=4)
 
 
 def test_improper_prior_initializes_in_its_support():

@@ -65,7 +65,6 @@ def _setup(case, device, dtype):
 def test_log_abs_det_jacobian_matches_autograd(case, device):
     constraint, transform, x, shape, intrinsic = _setup(case, device, torch.float64)
     y = transform(x)
-    event_ndim = len(shape) - 1
     log_det = transform.log_abs_det_jacobian(x, y)
     # elementwise transforms return per-element terms; sum them over the (2, 3) value's last dimension
     log_det = log_det.reshape(log_det.shape[:1] + (-1,)).sum(-1)
