@@ -14,7 +14,7 @@ import torch
 from . import forcefield as ff
 from .errors import StructureError, UnsupportedForceError
 from .io import read_structure
-from .terms import NO_ENERGY, term_for
+from .terms import NO_ENERGY, build_term
 from .terms.units import strip
 
 
@@ -40,19 +40,19 @@ class System:
         self.device, self.dtype = device, dtype
         self.masses = torch.tensor([strip(openmm_system.getParticleMass(p)) for p in range(n)], dtype=dtype,
                                    device=device)
+        default_box = [strip(v) for v in openmm_system.getDefaultPeriodicBoxVectors()]
         self.terms = {}
         for force in openmm_system.getForces():
             if isinstance(force, NO_ENERGY):
                 continue
-            term = term_for(force)(force, device, dtype)
+            term = build_term(force, device, dtype, default_box)
             key, k = term.name, 1
             while key in self.terms:
                 key, k = f"{term.name}[{k}]", k + 1
             self.terms[key] = term
         self.box_vectors = None
         if openmm_system.usesPeriodicBoundaryConditions():
-            vectors = openmm_system.getDefaultPeriodicBoxVectors()
-            self.box_vectors = torch.tensor([strip(v) for v in vectors], dtype=dtype, device=device)
+            self.box_vectors = torch.tensor(default_box, dtype=dtype, device=device)
         self.positions = None
         if positions is not None:
             if unit.is_quantity(positions):
@@ -83,7 +83,7 @@ class System:
 
         forcefield: XML file names (OpenMM's bundled ones or paths). nonbonded_method: 'nocutoff', 'cutoff'
         (periodic when the file has a box, else non-periodic), 'cutoff_nonperiodic', 'cutoff_periodic' or
-        'pme' (not supported by the torch terms yet). cutoff: nm. constraints: None, 'hbonds', 'allbonds',
+        'pme'. cutoff: nm. constraints: None, 'hbonds', 'allbonds',
         'hangles' (recorded in `openmm_system`; energies are unaffected).
         Raises StructureError for bad files and ParameterizationError for residues the force field cannot match.
         """
@@ -98,8 +98,8 @@ class System:
                    constraints=None, device=None, dtype=torch.float64):
         """From AMBER prmtop (and optional inpcrd/rst7) files through OpenMM's AmberPrmtopFile.
 
-        implicit_solvent: None or an OpenMM model name ('OBC2' gives OpenMM's GBSAOBCForce; 'HCT', 'OBC1',
-        'GBn', 'GBn2' are not supported by the torch terms yet). cutoff: nm.
+        implicit_solvent: None or an OpenMM model name: 'OBC2' (OpenMM's built-in GBSAOBCForce), 'HCT', 'OBC1',
+        'GBn' or 'GBn2' (CustomGBForces). cutoff: nm.
         """
         try:
             parm = app.AmberPrmtopFile(str(prmtop))

@@ -2,7 +2,8 @@
 
 Every term has `name` (the OpenMM force class), `parameters` (dict of tensors) and
 `energy(positions, parameters, box=None) -> (...,)` kJ/mol for positions (..., N, 3) nm.
-`term_for(force)` picks the term class of an OpenMM force or raises UnsupportedForceError naming it.
+`term_for(force)` picks the term class of an OpenMM force or raises UnsupportedForceError naming it;
+`build_term(force, device, dtype, default_box)` constructs it.
 """
 
 import openmm
@@ -11,7 +12,7 @@ from ..errors import UnsupportedForceError
 from .angles import HarmonicAngleForce
 from .bonds import HarmonicBondForce, LennardJonesBondForce
 from .cmap import CMAPTorsionForce
-from .gbsa import GBSAOBCForce, OBC2CustomGBForce
+from .gbsa import AmberCustomGBForce, GBSAOBCForce
 from .lj_table import LennardJonesTableForce
 from .nonbonded import NonbondedForce
 from .torsions import HarmonicTorsionForce, PeriodicTorsionForce
@@ -33,7 +34,7 @@ _CUSTOM = {
     openmm.CustomBondForce: [LennardJonesBondForce],
     openmm.CustomTorsionForce: [HarmonicTorsionForce],
     openmm.CustomNonbondedForce: [LennardJonesTableForce],
-    openmm.CustomGBForce: [OBC2CustomGBForce],
+    openmm.CustomGBForce: [AmberCustomGBForce],
 }
 
 
@@ -57,6 +58,15 @@ def term_for(force):
                                 "from the System or implement it in bio/terms.")
 
 
-__all__ = ["NO_ENERGY", "term_for", "HarmonicBondForce", "HarmonicAngleForce", "PeriodicTorsionForce",
-           "CMAPTorsionForce", "NonbondedForce", "GBSAOBCForce", "OBC2CustomGBForce", "LennardJonesBondForce",
+def build_term(force, device, dtype, default_box=None):
+    """The torch term of an OpenMM force, its parameters as tensors on `device` with `dtype`; default_box:
+    the system's default box vectors (3, 3) nm, which fix the PME grid."""
+    kind = term_for(force)
+    if kind is NonbondedForce:
+        return kind(force, device, dtype, default_box)
+    return kind(force, device, dtype)
+
+
+__all__ = ["NO_ENERGY", "term_for", "build_term", "HarmonicBondForce", "HarmonicAngleForce", "PeriodicTorsionForce",
+           "CMAPTorsionForce", "NonbondedForce", "GBSAOBCForce", "AmberCustomGBForce", "LennardJonesBondForce",
            "HarmonicTorsionForce", "LennardJonesTableForce"]

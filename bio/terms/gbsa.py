@@ -1,19 +1,23 @@
-"""Generalized Born implicit solvent with OBC(II) Born radii and the ACE surface term, in the two forms
-OpenMM offers:
+"""Generalized Born implicit solvent with the ACE surface term, in the forms OpenMM offers:
 
-- `GBSAOBCForce`, OpenMM's built-in force (created for AMBER prmtop files with OBC2);
-- `OBC2CustomGBForce`, the CustomGBForce that `implicit/obc2.xml` builds
-  (openmm.app.internal.customgbforces.GBSAOBC2Force), recognised by rebuilding that force with the same
-  settings and comparing every expression.
+- `GBSAOBCForce`, OpenMM's built-in OBC(II) force (created for AMBER prmtop files with OBC2);
+- `AmberCustomGBForce`, the CustomGBForce of `implicit/hct.xml`, `obc1.xml`, `obc2.xml`, `gbn.xml` and
+  `gbn2.xml` (openmm.app.internal.customgbforces GBSAHCTForce, GBSAOBC1Force, GBSAOBC2Force, GBSAGBnForce,
+  GBSAGBn2Force), recognised by rebuilding that force with the same settings and comparing every expression.
 
-Both use the Hawkins-Cramer-Truhlar pair integral I, psi = I * or, B = 1/(1/or - tanh(psi - 0.8 psi^2 +
-4.85 psi^3)/R) with or = R - 0.009 nm, then
+With intrinsic radius R_i, offset radius or_i = R_i - offset (offset 0.009 nm; 0.0195141 nm for GBn2) and
+scaled radius sr_i = scale_i * or_i, the Born sum I_i adds, over every other atom j (exclusions do not apply),
+the Hawkins-Cramer-Truhlar pair integral of sr_j seen from or_i, plus for GBn/GBn2 the neck integral
+s_neck m0_ij / (1 + 100 (r - d0_ij)^2 + 3e5 (r - d0_ij)^6) for r <= R_i + R_j + 0.68 nm (m0, d0 tabulated by
+radius). Born radii: HCT B = 1/(1/or - I); the others B = 1/(1/or - tanh(a psi - b psi^2 + c psi^3)/R), psi = I or,
+with (a, b, c) = (0.8, 0, 2.909125) for OBC1, (1, 0.8, 4.85) for OBC2, (1.09511284, 1.907992938, 2.50798245)
+for GBn and per-atom values for GBn2. Then
 E = sum_i -C/2 (1/eps_in - 1/eps_out) q_i^2 / B_i  +  sum_{i<j} -C (1/eps_in - 1/eps_out) q_i q_j / f_ij
     + sum_i A (R_i + 0.14)^2 (R_i / B_i)^6,   f_ij = sqrt(r^2 + B_i B_j exp(-r^2 / (4 B_i B_j))),
-over all pairs (exclusions do not apply); with a cutoff, pairs beyond it are dropped and 1/f becomes
-1/f - 1/r_c. They differ in details that this module reproduces: the built-in force adds Tinker's term for an
-atom buried inside another's scaled sphere, uses OpenMM's Coulomb constant (the custom force writes
-138.935485), applies ACE only where B > 0, and has no salt screening (the custom force's kappa).
+and with a cutoff, pairs beyond it are dropped and 1/f becomes 1/f - 1/r_c. The built-in force differs in
+details this module reproduces: it adds Tinker's term for an atom buried inside another's scaled sphere, uses
+OpenMM's Coulomb constant (the custom force writes 138.935485), applies ACE only where B > 0, and has no salt
+screening (the custom force's kappa).
 """
 
 import torch
@@ -21,17 +25,18 @@ from openmm.app.internal import customgbforces
 
 from ..constants import COULOMB
 from ..errors import UnsupportedForceError
+from ..neighbors import NeighborList
 from .geometry import displacement
-from .pairs import PairList
+from .tables import discrete_2d_table
 from .units import strip
 
-DIELECTRIC_OFFSET = 0.009  # nm
 PROBE_RADIUS = 0.14  # nm
 CUSTOM_GB_COULOMB = 138.935485  # the constant written into OpenMM's custom GB expressions
 CUSTOM_GB_ACE = 28.3919551  # kJ/mol/nm^2, 4 pi * 2.25936, as written into OpenMM's custom GB expressions
+NECK_CUT = 0.68  # nm
 
 
-def hct_integral(r, offset_radius_i, scaled_radius_j, buried_term):
+def hct_integral(r, offset_radius_i, scaled_radius_j, buried_term=False):
     """Pair contribution of atom j to atom i's Born sum I_i (OpenMM's 0.5 * HCT integral), per pair, 1/nm.
 
     r, offset_radius_i (or_i), scaled_radius_j (sr_j) broadcastable tensors in nm. `buried_term` adds the
@@ -39,42 +44,73 @@ def hct_integral(r, offset_radius_i, scaled_radius_j, buried_term):
     """
     upper = r + scaled_radius_j
     lower = torch.maximum(offset_radius_i, (r - scaled_radius_j).abs())
-    integral = 0.5 * (1 / lower - 1 / upper + 0.25 * (r - scaled_radius_j**2 / r) * (1 / upper**2 - 1 / lower**2)
-                      + 0.5 * torch.log(lower / upper) / r)
+    inverse_upper, inverse_lower = 1 / upper, 1 / lower
+    integral = 0.5 * (inverse_lower - inverse_upper
+                      + 0.25 * (r - scaled_radius_j**2 / r) * (inverse_upper**2 - inverse_lower**2)
+                      + 0.5 * torch.log(lower * inverse_upper) / r)
     if buried_term:
         integral = integral + torch.where(offset_radius_i < scaled_radius_j - r,
-                                          1 / offset_radius_i - 1 / lower, torch.zeros_like(r))
+                                          1 / offset_radius_i - inverse_lower, torch.zeros_like(r))
     return torch.where(offset_radius_i < upper, integral, torch.zeros_like(r))
 
 
-def obc2_born_radii(born_sum, offset_radius):
-    """OBC(II) Born radii B (..., N) nm from Born sums I (..., N) 1/nm and offset radii or (N,) nm."""
+def neck_integral(r, radius_i, radius_j, m0, d0):
+    """The GBn/GBn2 neck integral per pair, 1/nm (before the model's neck scale): r, radii R_i, R_j (nm) and the
+    tabulated m0 (1/nm), d0 (nm) of the pair."""
+    x = r - d0
+    x2 = x * x
+    value = m0 / (1 + 100 * x2 + 0.3e6 * x2 * x2 * x2)
+    return torch.where(r <= radius_i + radius_j + NECK_CUT, value, torch.zeros_like(value))
+
+
+def born_radii(born_sum, offset_radius, radius, coefficients):
+    """Born radii B (..., N) nm from Born sums I (..., N) 1/nm, offset radii or (N,) and radii R (N,) nm.
+
+    coefficients: None for HCT (B = 1/(1/or - I)), else (a, b, c) floats or (N,) tensors for
+    B = 1/(1/or - tanh(a psi - b psi^2 + c psi^3) / R), psi = I or.
+    """
+    if coefficients is None:
+        return 1 / (1 / offset_radius - born_sum)
+    a, b, c = coefficients
     psi = born_sum * offset_radius
-    return 1 / (1 / offset_radius - torch.tanh(psi - 0.8 * psi**2 + 4.85 * psi**3) / (offset_radius
-                                                                                      + DIELECTRIC_OFFSET))
+    return 1 / (1 / offset_radius - torch.tanh(psi * (a - psi * (b - c * psi))) / radius)
 
 
-def obc2_energy(positions, pairs, charge, radius, scale, *, coulomb, solute_dielectric, solvent_dielectric,
-                kappa=0.0, ace=None, ace_only_positive=False, buried_term=False, cutoff=None, box=None):
-    """OBC2 GB energy (...,) kJ/mol.
+def gb_energy(positions, pairs, charge, radius, scale, *, offset, coefficients, coulomb, solute_dielectric,
+              solvent_dielectric, kappa=0.0, neck=None, ace=None, ace_only_positive=False, buried_term=False,
+              cutoff=None, box=None):
+    """Generalized Born energy (...,) kJ/mol (see the module docstring).
 
-    positions (..., N, 3) nm; pairs (2, P) with i < j (all pairs, or those within the cutoff); charge (N,) e;
-    radius (N,) nm; scale (N,) dimensionless; ace: surface-energy prefactor in kJ/mol/nm^2 (None: no
-    surface term); kappa: Debye screening, 1/nm; cutoff nm or None.
+    positions (..., N, 3) nm; pairs (2, P) with i < j (all pairs, or a neighbour list of those within the
+    cutoff); charge (N,) e; radius (N,) nm; scale (N,); offset nm; coefficients: see `born_radii`;
+    neck: None or (scale, table index (N,) long, m0 (T, T) 1/nm, d0 (T, T) nm); ace: surface-energy prefactor
+    in kJ/mol/nm^2 (None: no surface term); kappa: Debye screening, 1/nm; cutoff nm or None.
     """
     i, j = pairs
     r = torch.linalg.vector_norm(displacement(positions, i, j, box), dim=-1)
-    within = r <= cutoff if cutoff is not None else None
-    offset_radius = radius - DIELECTRIC_OFFSET
+    offset_radius = radius - offset
     scaled = scale * offset_radius
-    to_i = hct_integral(r, offset_radius[i], scaled[j], buried_term)
-    to_j = hct_integral(r, offset_radius[j], scaled[i], buried_term)
+    or_i, or_j = offset_radius.index_select(0, i), offset_radius.index_select(0, j)
+    to_i = hct_integral(r, or_i, scaled.index_select(0, j), buried_term)
+    to_j = hct_integral(r, or_j, scaled.index_select(0, i), buried_term)
+    if neck is not None:
+        neck_scale, index, m0, d0 = neck
+        size = m0.shape[1]
+        forward = index.index_select(0, i) * size + index.index_select(0, j)
+        backward = index.index_select(0, j) * size + index.index_select(0, i)
+        m0, d0 = m0.reshape(-1), d0.reshape(-1)
+        radius_i, radius_j = radius.index_select(0, i), radius.index_select(0, j)
+        to_i = to_i + neck_scale * neck_integral(r, radius_i, radius_j, m0.index_select(0, forward),
+                                                 d0.index_select(0, forward))
+        to_j = to_j + neck_scale * neck_integral(r, radius_j, radius_i, m0.index_select(0, backward),
+                                                 d0.index_select(0, backward))
+    within = r <= cutoff if cutoff is not None else None
     if within is not None:
         to_i = torch.where(within, to_i, torch.zeros_like(to_i))
         to_j = torch.where(within, to_j, torch.zeros_like(to_j))
     born_sum = torch.zeros(positions.shape[:-1], dtype=positions.dtype, device=positions.device)
     born_sum = born_sum.index_add(-1, i, to_i).index_add(-1, j, to_j)
-    born = obc2_born_radii(born_sum, offset_radius)
+    born = born_radii(born_sum, offset_radius, radius, coefficients)
 
     def screening(x):
         factor = 1 / solute_dielectric - 1 / solvent_dielectric if kappa == 0 else \
@@ -82,10 +118,11 @@ def obc2_energy(positions, pairs, charge, radius, scale, *, coulomb, solute_diel
         return -coulomb * factor
 
     energy = (0.5 * screening(born) * charge**2 / born).sum(-1)
-    bb = born[..., i] * born[..., j]
-    f = torch.sqrt(r * r + bb * torch.exp(-r * r / (4 * bb)))
+    bb = born.index_select(-1, i) * born.index_select(-1, j)
+    r2 = r * r
+    f = torch.sqrt(r2 + bb * torch.exp(-r2 / (4 * bb)))
     inverse = 1 / f if cutoff is None else 1 / f - 1 / cutoff
-    pair = screening(f) * charge[i] * charge[j] * inverse
+    pair = screening(f) * (charge.index_select(0, i) * charge.index_select(0, j)) * inverse
     if within is not None:
         pair = torch.where(within, pair, torch.zeros_like(pair))
     energy = energy + pair.sum(-1)
@@ -97,8 +134,8 @@ def obc2_energy(positions, pairs, charge, radius, scale, *, coulomb, solute_diel
     return energy
 
 
-def _cutoff_setting(method, nocutoff, force):
-    if method == nocutoff:
+def _cutoff_setting(method, force):
+    if method == type(force).NoCutoff:
         return None, False
     return strip(force.getCutoffDistance()), method == type(force).CutoffPeriodic
 
@@ -113,32 +150,46 @@ class GBSAOBCForce:
                                for p in range(force.getNumParticles())], dtype=dtype, device=device).reshape(-1, 3)
         self.parameters = {"charge": values[:, 0].clone(), "radius": values[:, 1].clone(),
                            "scale": values[:, 2].clone()}
-        self.cutoff, self.periodic = _cutoff_setting(force.getNonbondedMethod(), force.NoCutoff, force)
-        self.pairs = PairList(len(values), torch.zeros(0, dtype=torch.long, device=device), self.cutoff,
-                              self.periodic)
-        self.settings = dict(coulomb=COULOMB, solute_dielectric=force.getSoluteDielectric(),
-                             solvent_dielectric=force.getSolventDielectric(),
-                             ace=4 * torch.pi * strip(force.getSurfaceAreaEnergy()),
+        self.cutoff, self.periodic = _cutoff_setting(force.getNonbondedMethod(), force)
+        self.pairs = NeighborList(len(values), self.cutoff, periodic=self.periodic)
+        ace = 4 * torch.pi * strip(force.getSurfaceAreaEnergy())
+        self.settings = dict(offset=0.009, coefficients=(1.0, 0.8, 4.85), coulomb=COULOMB,
+                             solute_dielectric=force.getSoluteDielectric(),
+                             solvent_dielectric=force.getSolventDielectric(), ace=ace if ace != 0 else None,
                              ace_only_positive=True, buried_term=True, cutoff=self.cutoff)
-        if self.settings["ace"] == 0:
-            self.settings["ace"] = None
 
     def energy(self, positions, parameters, box=None):
         box = box if self.periodic else None
-        return obc2_energy(positions, self.pairs(positions, box), parameters["charge"], parameters["radius"],
-                           parameters["scale"], box=box, **self.settings)
+        return gb_energy(positions, self.pairs(positions, box), parameters["charge"], parameters["radius"],
+                         parameters["scale"], box=box, **self.settings)
 
 
-class OBC2CustomGBForce:
-    """The CustomGBForce of OpenMM's `implicit/obc2.xml` (GBSAOBC2Force); parameters 'charge' (N,) e,
-    'radius' (N,) nm and 'scale' (N,) (OpenMM stores or = radius - 0.009 and sr = scale * or)."""
+# OpenMM's Amber GB models: generator class, Born-radius coefficients (None: HCT; "per atom": GBn2's alpha,
+# beta, gamma parameters), neck scale (None: no neck integral), radius offset (nm).
+MODELS = {
+    "HCT": (customgbforces.GBSAHCTForce, None, None, 0.009),
+    "OBC1": (customgbforces.GBSAOBC1Force, (0.8, 0.0, 2.909125), None, 0.009),
+    "OBC2": (customgbforces.GBSAOBC2Force, (1.0, 0.8, 4.85), None, 0.009),
+    "GBn": (customgbforces.GBSAGBnForce, (1.09511284, 1.907992938, 2.50798245), 0.361825, 0.009),
+    "GBn2": (customgbforces.GBSAGBn2Force, "per atom", 0.826836, 0.0195141),
+}
+
+
+class AmberCustomGBForce:
+    """The CustomGBForce of OpenMM's `implicit/{hct,obc1,obc2,gbn,gbn2}.xml`.
+
+    parameters: 'charge' (N,) e, 'radius' (N,) nm (the intrinsic radius; OpenMM stores or = radius - offset)
+    and 'scale' (N,) (OpenMM stores sr = scale * or); GBn2 adds 'alpha', 'beta', 'gamma' (N,). The neck tables
+    of GBn/GBn2 are looked up by each atom's fixed radius index, so d E / d radius holds the table entry fixed.
+    `model` is one of MODELS.
+    """
 
     name = "CustomGBForce"
-    known_as = "OBC2 of implicit/obc2.xml (GBSAOBC2Force)"
+    known_as = "HCT/OBC1/OBC2/GBn/GBn2 of implicit/*.xml (openmm.app.internal.customgbforces)"
 
     @staticmethod
     def settings_of(force):
-        """The GBSAOBC2Force settings that rebuild `force` expression for expression, or None."""
+        """(model, settings) whose generator class rebuilds `force` expression for expression, or None."""
         if force.getNumEnergyTerms() < 2 or force.getNumComputedValues() != 2:
             return None
         definitions = {}
@@ -153,51 +204,73 @@ class OBC2CustomGBForce:
         settings = dict(solventDielectric=definitions["solventDielectric"],
                         soluteDielectric=definitions["soluteDielectric"], kappa=definitions["kappa"],
                         cutoff=definitions.get("cutoff"), SA="ACE" if force.getNumEnergyTerms() == 3 else None)
-        try:
-            reference = customgbforces.GBSAOBC2Force(**settings)
-        except ValueError:
-            return None
-        if not _same_expressions(force, reference):
-            return None
-        return settings
+        for model, (generator, coefficients, _, _) in MODELS.items():
+            try:
+                reference = generator(**settings)
+                if coefficients == "per atom" or generator is customgbforces.GBSAGBnForce:
+                    reference.addParticle([0.0, 0.15, 0.5] + ([1.0, 0.8, 4.85] if coefficients == "per atom"
+                                                               else []))
+                    reference.finalize()
+            except ValueError:
+                return None
+            if _same_expressions(force, reference):
+                return model, settings
+        return None
 
     @classmethod
     def recognizes(cls, force):
         return cls.settings_of(force) is not None
 
     def __init__(self, force, device, dtype):
-        settings = self.settings_of(force)
-        values = torch.tensor([list(force.getParticleParameters(p)) for p in range(force.getNumParticles())],
-                              dtype=torch.float64).reshape(-1, 3)
+        self.model, settings = self.settings_of(force)
+        _, coefficients, neck_scale, offset = MODELS[self.model]
+        n = force.getNumParticles()
+        values = torch.tensor([list(force.getParticleParameters(p)) for p in range(n)],
+                              dtype=torch.float64).reshape(n, -1)
         offset_radius = values[:, 1]
-        self.parameters = {"charge": values[:, 0].to(device=device, dtype=dtype),
-                           "radius": (offset_radius + DIELECTRIC_OFFSET).to(device=device, dtype=dtype),
-                           "scale": (values[:, 2] / offset_radius).to(device=device, dtype=dtype)}
+        columns = {"charge": values[:, 0], "radius": offset_radius + offset, "scale": values[:, 2] / offset_radius}
+        if coefficients == "per atom":
+            columns.update(alpha=values[:, 3], beta=values[:, 4], gamma=values[:, 5])
+        self.parameters = {name: column.to(device=device, dtype=dtype) for name, column in columns.items()}
+        self.neck = None
+        if neck_scale is not None:
+            tables = [discrete_2d_table(force, name).to(device=device, dtype=dtype) for name in ("getm0", "getd0")]
+            self.neck = (neck_scale, values[:, -1].round().long().to(device), *tables)
         method = force.getNonbondedMethod()
         if method not in (force.NoCutoff, force.CutoffNonPeriodic, force.CutoffPeriodic):
             raise UnsupportedForceError(f"CustomGBForce: nonbonded method {method} is not supported.")
-        self.cutoff, self.periodic = _cutoff_setting(method, force.NoCutoff, force)
+        self.cutoff, self.periodic = _cutoff_setting(method, force)
         if (self.cutoff is None) != (settings["cutoff"] is None) or (
                 self.cutoff is not None and abs(self.cutoff - settings["cutoff"]) > 1e-12):
             raise UnsupportedForceError("CustomGBForce: the cutoff in its expressions differs from its cutoff "
-                                        "distance; build the force with GBSAOBC2Force(cutoff=...).")
-        self.pairs = PairList(len(values), torch.zeros(0, dtype=torch.long, device=device), self.cutoff,
-                              self.periodic)
-        self.settings = dict(coulomb=CUSTOM_GB_COULOMB, solute_dielectric=settings["soluteDielectric"],
+                                        f"distance; build the force with {MODELS[self.model][0].__name__}"
+                                        "(cutoff=...).")
+        self.pairs = NeighborList(n, self.cutoff, periodic=self.periodic)
+        self.coefficients = None if coefficients == "per atom" else coefficients
+        self.settings = dict(offset=offset, coulomb=CUSTOM_GB_COULOMB, solute_dielectric=settings["soluteDielectric"],
                              solvent_dielectric=settings["solventDielectric"], kappa=settings["kappa"],
                              ace=CUSTOM_GB_ACE if settings["SA"] == "ACE" else None, cutoff=self.cutoff)
 
     def energy(self, positions, parameters, box=None):
         box = box if self.periodic else None
-        return obc2_energy(positions, self.pairs(positions, box), parameters["charge"], parameters["radius"],
-                           parameters["scale"], box=box, **self.settings)
+        coefficients = self.coefficients
+        if "alpha" in parameters:
+            coefficients = (parameters["alpha"], parameters["beta"], parameters["gamma"])
+        return gb_energy(positions, self.pairs(positions, box), parameters["charge"], parameters["radius"],
+                         parameters["scale"], coefficients=coefficients, neck=self.neck, box=box, **self.settings)
+
+
+def _parameter_names(force):
+    return [force.getPerParticleParameterName(p) for p in range(force.getNumPerParticleParameters())]
+
+
+def _table_names(force):
+    return sorted(force.getTabulatedFunctionName(t) for t in range(force.getNumTabulatedFunctions()))
 
 
 def _same_expressions(force, reference):
-    if [force.getPerParticleParameterName(p) for p in range(force.getNumPerParticleParameters())] != \
-            [reference.getPerParticleParameterName(p) for p in range(reference.getNumPerParticleParameters())]:
-        return False
-    if force.getNumGlobalParameters() or force.getNumTabulatedFunctions():
+    if (_parameter_names(force) != _parameter_names(reference) or _table_names(force) != _table_names(reference)
+            or force.getNumGlobalParameters()):
         return False
     for count, get in (("getNumComputedValues", "getComputedValueParameters"),
                        ("getNumEnergyTerms", "getEnergyTermParameters")):

@@ -10,7 +10,7 @@ import torch
 
 def displacement(positions, i, j, box=None):
     """Vectors from atoms `i` to atoms `j`, shape (..., P, 3) in nm; minimum image when `box` is given."""
-    d = positions[..., j, :] - positions[..., i, :]
+    d = positions.index_select(-2, j) - positions.index_select(-2, i)  # index_select: much faster than [..., j, :]
     if box is None:
         return d
     return minimum_image(d, box.unsqueeze(-3))  # (..., 1, 3, 3): broadcast over the P pairs

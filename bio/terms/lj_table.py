@@ -5,9 +5,10 @@ import openmm
 import torch
 
 from ..errors import UnsupportedForceError
+from ..neighbors import NeighborList, pair_keys
 from .geometry import displacement
 from .nonbonded import switching_function
-from .pairs import PairList, pair_keys
+from .tables import discrete_2d_table
 from .units import strip
 
 _METHODS = {
@@ -15,17 +16,6 @@ _METHODS = {
     openmm.CustomNonbondedForce.CutoffNonPeriodic: False,
     openmm.CustomNonbondedForce.CutoffPeriodic: True,
 }
-
-
-def _table(force, name):
-    for f in range(force.getNumTabulatedFunctions()):
-        if force.getTabulatedFunctionName(f) == name:
-            function = force.getTabulatedFunction(f)
-            if not isinstance(function, openmm.Discrete2DFunction):
-                return None
-            nx, ny, values = function.getFunctionParameters()
-            return torch.tensor(values, dtype=torch.float64).reshape(ny, nx).T  # values[x + nx * y]
-    return None
 
 
 class LennardJonesTableForce:
@@ -41,7 +31,7 @@ class LennardJonesTableForce:
         return (force.getEnergyFunction().replace(" ", "") == cls.EXPRESSION
                 and force.getNumPerParticleParameters() == 1 and force.getPerParticleParameterName(0) == "type"
                 and force.getNumGlobalParameters() == 0 and force.getNumComputedValues() == 0
-                and _table(force, "acoef") is not None and _table(force, "bcoef") is not None)
+                and discrete_2d_table(force, "acoef") is not None and discrete_2d_table(force, "bcoef") is not None)
 
     def __init__(self, force, device, dtype):
         if force.getNumInteractionGroups():
@@ -58,17 +48,21 @@ class LennardJonesTableForce:
                                   device=device)
         exclusions = torch.tensor([force.getExclusionParticles(e) for e in range(force.getNumExclusions())],
                                   dtype=torch.long).reshape(-1, 2).T
-        self.pairs = PairList(n, torch.unique(pair_keys(exclusions, n)).to(device), cutoff, bool(periodic))
+        self.pairs = NeighborList(n, cutoff, excluded=torch.unique(pair_keys(exclusions, n)).to(device),
+                                  periodic=bool(periodic))
         self.cutoff = cutoff
         self.periodic = bool(periodic)
-        self.parameters = {name: _table(force, name).to(device=device, dtype=dtype) for name in ("acoef", "bcoef")}
+        self.parameters = {name: discrete_2d_table(force, name).to(device=device, dtype=dtype)
+                           for name in ("acoef", "bcoef")}
+        self.n_types = self.parameters["acoef"].shape[1]
 
     def energy(self, positions, parameters, box=None):
         i, j = self.pairs(positions, box)
         r = torch.linalg.vector_norm(displacement(positions, i, j, box if self.periodic else None), dim=-1)
-        ti, tj = self.types[i], self.types[j]
+        types = self.types.index_select(0, i) * self.n_types + self.types.index_select(0, j)
         inv6 = r ** -6
-        e = parameters["acoef"][ti, tj] * inv6 * inv6 - parameters["bcoef"][ti, tj] * inv6
+        e = (parameters["acoef"].reshape(-1).index_select(0, types) * inv6 * inv6
+             - parameters["bcoef"].reshape(-1).index_select(0, types) * inv6)
         if self.cutoff is not None:
             if self.switch_distance is not None:
                 e = e * switching_function(r, self.switch_distance, self.cutoff)

@@ -1,15 +1,21 @@
 """OpenMM's NonbondedForce: Lennard-Jones + Coulomb over all non-excluded pairs, plus exceptions (scaled 1-4
-pairs), for the NoCutoff, CutoffNonPeriodic and CutoffPeriodic methods.
+pairs), for the NoCutoff, CutoffNonPeriodic, CutoffPeriodic and PME methods.
 
 Definitions (OpenMM's reference platform):
 - pairs: 4 eps ((s/r)^12 - (s/r)^6) with s = (s_i + s_j)/2, eps = sqrt(eps_i eps_j), times OpenMM's switching
   function when enabled; Coulomb C q_i q_j / r without cutoff, and with a cutoff the reaction field
   C q_i q_j (1/r + k_rf r^2 - c_rf), k_rf = (eps_rf - 1) / ((2 eps_rf + 1) r_c^3), c_rf = 3 eps_rf /
   ((2 eps_rf + 1) r_c); pairs beyond the cutoff contribute nothing.
+- PME: the direct-space Coulomb is C q_i q_j erfc(alpha r) / r within the cutoff, plus the reciprocal-space
+  energy (`pme.ReciprocalSpace`), minus the self energy C alpha / sqrt(pi) sum q_i^2, minus C q_i q_j erf(alpha r)
+  / r for every excluded pair (the reciprocal sum includes them; r without periodic image), minus
+  pi C Q^2 / (2 V alpha^2) for a net charge Q (a neutralizing background). Exclusions are all exception pairs,
+  including those with zero parameters.
 - exceptions: C qq_ij / r + 4 eps_ij ((s_ij/r)^12 - (s_ij/r)^6) with their own parameters, never cut off, no
   reaction field, no periodic image.
-- CutoffPeriodic adds the long-range dispersion correction 8 pi N^2 (<eps s^12>/(9 r_c^9) - <eps s^6>/(3 r_c^3))
-  / V when the force asks for it, averaged over the (sigma, epsilon) classes of the particles.
+- CutoffPeriodic and PME add the long-range dispersion correction 8 pi N^2 (<eps s^12>/(9 r_c^9) -
+  <eps s^6>/(3 r_c^3) + <eps J(s)>) / V when the force asks for it, averaged over the (sigma, epsilon) classes
+  of the particles, with J the integral of the switched-off part of the potential when switching is on.
 """
 
 import math
@@ -19,14 +25,16 @@ import torch
 
 from ..constants import COULOMB
 from ..errors import UnsupportedForceError
+from ..neighbors import NeighborList, pair_keys
 from .geometry import displacement
-from .pairs import PairList, pair_keys
+from .pme import ReciprocalSpace, pme_parameters
 from .units import strip
 
 _METHODS = {
     openmm.NonbondedForce.NoCutoff: "nocutoff",
     openmm.NonbondedForce.CutoffNonPeriodic: "cutoff_nonperiodic",
     openmm.NonbondedForce.CutoffPeriodic: "cutoff_periodic",
+    openmm.NonbondedForce.PME: "pme",
 }
 
 
@@ -51,12 +59,34 @@ def dispersion_classes(sigma, epsilon):
     return members, counts
 
 
-def dispersion_correction(sigma, epsilon, members, counts, cutoff, volume):
-    """OpenMM's long-range dispersion correction (no switching), kJ/mol.
+def switched_dispersion_integral(r, switch_distance, cutoff, sigma):
+    """OpenMM's indefinite integral (NonbondedForceImpl::evalIntegral) of the Lennard-Jones potential times
+    the switching function, per unit epsilon, at r (nm) for sigma (...,) nm."""
+    a = 1 / (cutoff - switch_distance)
+    a2, a3 = a * a, a**3
+    rs, rs2, rs3 = switch_distance, switch_distance**2, switch_distance**3
+    r2, r3 = r * r, r**3
+    r4, r5, r6, r9 = r**4, r**5, r**6, r**9
+    sig6 = sigma**6
+    return sig6 * a3 * ((
+        sig6 * (rs3 * 28 * (6 * rs2 * a2 + 15 * rs * a + 10)
+                - r * rs2 * 945 * (rs2 * a2 + 2 * rs * a + 1)
+                + r2 * rs * 1080 * (2 * rs2 * a2 + 3 * rs * a + 1)
+                - r3 * 420 * (6 * rs2 * a2 + 6 * rs * a + 1)
+                + r4 * 756 * (2 * rs * a2 + a)
+                - r5 * 378 * a2)
+        - r6 * (rs3 * 84 * (6 * rs2 * a2 + 15 * rs * a + 10)
+                - r * rs2 * 3780 * (rs2 * a2 + 2 * rs * a + 1)
+                + r2 * rs * 7560 * (2 * rs2 * a2 + 3 * rs * a + 1))) / (252 * r9)
+        - math.log(r) * 10 * (6 * rs2 * a2 + 6 * rs * a + 1) + r * 15 * (2 * rs * a2 + a) - r2 * 3 * a2)
 
-    sigma, epsilon (N,) per particle; members/counts from `dispersion_classes`; volume (...,) nm^3. Each class
-    takes its members' mean parameters: OpenMM's value at the classes' parameters, and the exact first-order
-    response when one member's parameters change.
+
+def dispersion_correction(sigma, epsilon, members, counts, cutoff, volume, switch_distance=None):
+    """OpenMM's long-range dispersion correction, kJ/mol.
+
+    sigma, epsilon (N,) per particle; members/counts from `dispersion_classes`; volume (...,) nm^3;
+    switch_distance nm or None. Each class takes its members' mean parameters: OpenMM's value at the classes'
+    parameters, and the exact first-order response when one member's parameters change.
     """
     n = float(members.numel())
     counts = counts.to(sigma.dtype)
@@ -68,27 +98,126 @@ def dispersion_correction(sigma, epsilon, members, counts, cutoff, volume):
     weight = torch.tril(weight, -1) + torch.diag(counts * (counts + 1) / 2)
     s6 = s**6
     pairs = n * (n + 1) / 2
-    sum12 = (weight * e * s6 * s6).sum() / pairs
-    sum6 = (weight * e * s6).sum() / pairs
-    return 8 * n * n * math.pi * (sum12 / (9 * cutoff**9) - sum6 / (3 * cutoff**3)) / volume
+    total = (weight * e * s6 * s6).sum() / (9 * cutoff**9) - (weight * e * s6).sum() / (3 * cutoff**3)
+    if switch_distance is not None:
+        switched = (switched_dispersion_integral(cutoff, switch_distance, cutoff, s)
+                    - switched_dispersion_integral(switch_distance, switch_distance, cutoff, s))
+        total = total + (weight * e * switched).sum()
+    return 8 * n * n * math.pi * total / pairs / volume
+
+
+class PairEnergy(torch.autograd.Function):
+    """sum over pairs of LJ(r) S(r) + qq K(r) for r <= cutoff, (...,) kJ/mol, with analytic derivatives.
+
+    Inputs: r (..., P) nm; qq (P,) = C q_i q_j; sigma (P,) nm; epsilon (P,) kJ/mol; `kernel`, a `CoulombKernel`
+    (K, the cutoff and switching S). Fusing the pair arithmetic into one forward and one backward pass is
+    several times faster than autograd's per-operation graph over millions of pairs. The backward is written
+    with differentiable torch operations, so higher derivatives (Hessians, force matching) still work.
+    """
+
+    @staticmethod
+    def forward(ctx, r, qq, sigma, epsilon, kernel):
+        ctx.kernel = kernel
+        ctx.save_for_backward(r, qq, sigma, epsilon)
+        inverse = 1 / r
+        s6 = (sigma * inverse) ** 6
+        energy = 4 * epsilon * (s6 * s6 - s6) * kernel.switch(r) + qq * kernel.coulomb(r, inverse)
+        return kernel.within(r, energy).sum(-1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        r, qq, sigma, epsilon = ctx.saved_tensors
+        kernel = ctx.kernel
+        grad = grad.unsqueeze(-1)
+        inverse = 1 / r
+        u = sigma * inverse
+        u5 = u**5
+        s6 = u5 * u
+        switch = kernel.switch(r)
+        grads = [None] * 5
+        if ctx.needs_input_grad[0]:
+            lj = 4 * epsilon * (s6 * s6 - s6)
+            d_lj = 4 * epsilon * (6 * s6 - 12 * s6 * s6) * inverse
+            d_r = d_lj * switch + lj * kernel.switch_derivative(r) + qq * kernel.coulomb_derivative(r, inverse)
+            grads[0] = grad * kernel.within(r, d_r)
+        per_pair = {1: lambda: kernel.coulomb(r, inverse),
+                    2: lambda: 4 * epsilon * u5 * (12 * s6 - 6) * inverse * switch,
+                    3: lambda: 4 * (s6 * s6 - s6) * switch}
+        for k, derivative in per_pair.items():
+            if ctx.needs_input_grad[k]:  # sum the batch dimensions away: parameters are shared
+                grads[k] = kernel.within(r, grad * derivative()).reshape(-1, *qq.shape).sum(0)
+        return tuple(grads)
+
+
+class CoulombKernel:
+    """The Coulomb kernel K(r) of a nonbonded method (1/r; reaction field 1/r + k_rf r^2 - c_rf; Ewald
+    erfc(alpha r)/r), its cutoff (nm or None) and the Lennard-Jones switching S(r) (switch distance or None)."""
+
+    def __init__(self, cutoff=None, switch_distance=None, reaction_field=None, alpha=None):
+        self.cutoff, self.switch_distance = cutoff, switch_distance
+        self.reaction_field, self.alpha = reaction_field, alpha
+
+    def coulomb(self, r, inverse):
+        if self.alpha is not None:
+            return torch.special.erfc(self.alpha * r) * inverse
+        if self.reaction_field is not None:
+            k_rf, c_rf = self.reaction_field
+            return inverse + k_rf * r * r - c_rf
+        return inverse
+
+    def coulomb_derivative(self, r, inverse):
+        if self.alpha is not None:
+            ar = self.alpha * r
+            return -(torch.special.erfc(ar) * inverse
+                     + 2 * self.alpha / math.sqrt(math.pi) * torch.exp(-ar * ar)) * inverse
+        if self.reaction_field is not None:
+            return 2 * self.reaction_field[0] * r - inverse * inverse
+        return -inverse * inverse
+
+    def switch(self, r):
+        if self.switch_distance is None:
+            return 1.0
+        return switching_function(r, self.switch_distance, self.cutoff)
+
+    def switch_derivative(self, r):
+        if self.switch_distance is None:
+            return 0.0
+        width = self.cutoff - self.switch_distance
+        t = ((r - self.switch_distance) / width).clamp(min=0)
+        return t * t * (-30 + t * (60 - 30 * t)) / width
+
+    def within(self, r, values):
+        if self.cutoff is None:
+            return values
+        return torch.where(r <= self.cutoff, values, torch.zeros_like(values))
+
+
+def excluded_reciprocal_energy(r, qq, alpha):
+    """C q_i q_j erf(alpha r) / r per excluded pair (its limit 2 alpha / sqrt(pi) C q_i q_j where erf(alpha r) is
+    at most 1e-6, as OpenMM), kJ/mol; qq = C q_i q_j."""
+    erf = torch.special.erf(alpha * r)
+    small = erf <= 1e-6
+    return torch.where(small, qq * (2 * alpha / math.sqrt(math.pi)), qq * erf / torch.where(small, 1.0, r))
 
 
 class NonbondedForce:
-    """OpenMM NonbondedForce (NoCutoff, CutoffNonPeriodic, CutoffPeriodic).
+    """OpenMM NonbondedForce (NoCutoff, CutoffNonPeriodic, CutoffPeriodic, PME).
 
     parameters: 'charge' (N,) e, 'sigma' (N,) nm, 'epsilon' (N,) kJ/mol, and per exception
     'exception_charge_prod' (E,) e^2, 'exception_sigma' (E,) nm, 'exception_epsilon' (E,) kJ/mol. As in OpenMM,
     exceptions keep their own parameters: changing a charge does not change the 1-4 pairs it belongs to.
+    With PME, `alpha` (1/nm) and `grid` (nx, ny, nz) are OpenMM's (`pme.pme_parameters`, or the force's own
+    `getPMEParameters()` when set) and stay fixed, as in OpenMM, when a different box is passed.
     """
 
     name = "NonbondedForce"
 
-    def __init__(self, force, device, dtype):
+    def __init__(self, force, device, dtype, default_box=None):
         method = force.getNonbondedMethod()
         if method not in _METHODS:
             raise UnsupportedForceError(
                 f"NonbondedForce: nonbonded method {_method_name(method)} is not supported yet; use NoCutoff, "
-                "CutoffNonPeriodic or CutoffPeriodic (nonbonded_method='nocutoff' or 'cutoff').")
+                "CutoffNonPeriodic, CutoffPeriodic or PME (nonbonded_method='nocutoff', 'cutoff' or 'pme').")
         if force.getNumParticleParameterOffsets() or force.getNumExceptionParameterOffsets():
             raise UnsupportedForceError("NonbondedForce: parameter offsets (global-parameter dependent charges "
                                         "or LJ parameters) are not supported.")
@@ -105,8 +234,8 @@ class NonbondedForce:
         pairs = torch.tensor([[r[0] for r in rows], [r[1] for r in rows]], dtype=torch.long).reshape(2, -1)
         exc = torch.tensor([[strip(v) for v in r[2:]] for r in rows], dtype=torch.float64).reshape(-1, 3)
         active = (exc[:, 0] != 0) | (exc[:, 2] != 0)
-        self.pairs = PairList(n, torch.unique(pair_keys(pairs, n)).to(device), self.cutoff,
-                              self.method == "cutoff_periodic")
+        excluded = torch.unique(pair_keys(pairs, n))
+        self.pairs = NeighborList(n, self.cutoff, excluded=excluded.to(device), periodic=self.periodic)
         self.exceptions = pairs[:, active].to(device)
         self.parameters = {
             "charge": values[:, 0].to(device=device, dtype=dtype),
@@ -116,46 +245,67 @@ class NonbondedForce:
             "exception_sigma": exc[active, 1].to(device=device, dtype=dtype),
             "exception_epsilon": exc[active, 2].to(device=device, dtype=dtype),
         }
-        if self.cutoff is not None:
+        reaction_field = None
+        if self.method in ("cutoff_nonperiodic", "cutoff_periodic"):
             eps_rf = force.getReactionFieldDielectric()
-            self.k_rf = (eps_rf - 1) / ((2 * eps_rf + 1) * self.cutoff**3)
-            self.c_rf = 3 * eps_rf / ((2 * eps_rf + 1) * self.cutoff)
+            reaction_field = ((eps_rf - 1) / ((2 * eps_rf + 1) * self.cutoff**3),
+                              3 * eps_rf / ((2 * eps_rf + 1) * self.cutoff))
+        self.reciprocal = None
+        if self.method == "pme":
+            alpha, *grid = force.getPMEParameters()
+            alpha = strip(alpha)
+            if alpha == 0:
+                if default_box is None:
+                    raise UnsupportedForceError("NonbondedForce: PME needs the system's default box vectors.")
+                alpha, grid = pme_parameters(self.cutoff, default_box, force.getEwaldErrorTolerance())
+            self.reciprocal = ReciprocalSpace(alpha, grid, COULOMB, device, dtype)
+            self.excluded = torch.stack([excluded // n, excluded % n]).to(device)
+        self.kernel = CoulombKernel(self.cutoff, self.switch_distance, reaction_field, self.alpha)
         self.dispersion = None
-        if self.method == "cutoff_periodic" and force.getUseDispersionCorrection():
-            if self.switch_distance is not None:
-                raise UnsupportedForceError("NonbondedForce: the dispersion correction with a switching "
-                                            "function is not supported yet; disable one of them.")
-            self.dispersion = dispersion_classes(values[:, 1], values[:, 2])
-            self.dispersion = tuple(t.to(device) for t in self.dispersion)
+        if self.periodic and force.getUseDispersionCorrection():
+            self.dispersion = tuple(t.to(device) for t in dispersion_classes(values[:, 1], values[:, 2]))
 
     @property
     def periodic(self):
-        return self.method == "cutoff_periodic"
+        return self.method in ("cutoff_periodic", "pme")
+
+    @property
+    def alpha(self):
+        return self.reciprocal.alpha if self.reciprocal is not None else None
 
     def energy(self, positions, parameters, box=None):
         p = parameters
-        i, j = self.pairs(positions, box)
-        r = torch.linalg.vector_norm(displacement(positions, i, j, box if self.periodic else None), dim=-1)
+        (i, j), d = self.pairs.displacements(positions, box if self.periodic else None)
+        r = torch.linalg.vector_norm(d, dim=-1)
         sqrt_eps = torch.sqrt(p["epsilon"])
-        lj = lennard_jones(r, 0.5 * (p["sigma"][i] + p["sigma"][j]), sqrt_eps[i] * sqrt_eps[j])
-        qq = COULOMB * p["charge"][i] * p["charge"][j]
-        if self.cutoff is None:
-            pair_energy = lj + qq / r
-        else:
-            if self.switch_distance is not None:
-                lj = lj * switching_function(r, self.switch_distance, self.cutoff)
-            pair_energy = lj + qq * (1 / r + self.k_rf * r * r - self.c_rf)
-            pair_energy = torch.where(r <= self.cutoff, pair_energy, torch.zeros_like(pair_energy))
-        energy = pair_energy.sum(-1)
+        sigma, charge = p["sigma"], p["charge"]
+        energy = PairEnergy.apply(r, COULOMB * charge.index_select(0, i) * charge.index_select(0, j),
+                                  0.5 * (sigma.index_select(0, i) + sigma.index_select(0, j)),
+                                  sqrt_eps.index_select(0, i) * sqrt_eps.index_select(0, j), self.kernel)
 
         a, b = self.exceptions
         r14 = torch.linalg.vector_norm(displacement(positions, a, b), dim=-1)
         energy = energy + (COULOMB * p["exception_charge_prod"] / r14
                            + lennard_jones(r14, p["exception_sigma"], p["exception_epsilon"])).sum(-1)
+        if self.reciprocal is not None:
+            energy = energy + self._ewald_corrections(positions, charge, box)
         if self.dispersion is not None:
             volume = torch.linalg.det(box)
-            energy = energy + dispersion_correction(p["sigma"], p["epsilon"], *self.dispersion, self.cutoff, volume)
+            energy = energy + dispersion_correction(p["sigma"], p["epsilon"], *self.dispersion, self.cutoff, volume,
+                                                    self.switch_distance)
         return energy
+
+    def _ewald_corrections(self, positions, charge, box):
+        """Reciprocal-space energy minus the self and excluded-pair terms it includes, and the neutralizing
+        background of a net charge Q, -pi C Q^2 / (2 V alpha^2); (...,) kJ/mol."""
+        self_energy = COULOMB * self.alpha / math.sqrt(math.pi) * (charge * charge).sum()
+        a, b = self.excluded
+        r = torch.linalg.vector_norm(displacement(positions, a, b), dim=-1)
+        qq = COULOMB * charge.index_select(0, a) * charge.index_select(0, b)
+        excluded = excluded_reciprocal_energy(r, qq, self.alpha).sum(-1)
+        volume = torch.linalg.det(box)
+        background = math.pi * COULOMB * charge.sum() ** 2 / (2 * volume * self.alpha**2)
+        return self.reciprocal.energy(positions, charge, box) - self_energy - excluded - background
 
 
 def _method_name(method):

@@ -11,7 +11,7 @@ from openmm.app.internal.customgbforces import GBSAOBC2Force
 
 import bio
 from bio.terms import geometry
-from bio.terms.gbsa import OBC2CustomGBForce, obc2_energy
+from bio.terms.gbsa import AmberCustomGBForce, gb_energy
 from bio.terms.units import strip
 from bio_reference import ALANINE_DIPEPTIDE, assert_matches_openmm, openmm_reference
 
@@ -57,8 +57,7 @@ def test_builtin_gbsaobc_atom_buried_in_a_scaled_sphere(device):
     ours = bio.System.from_openmm(system, positions=positions.cpu().numpy(), device=device)
     assert_matches_openmm(ours, positions)
     term = ours.terms["GBSAOBCForce"]
-    without = obc2_energy(positions, term.pairs(positions), **term.parameters,
-                          **{**term.settings, "buried_term": False})
+    without = gb_energy(positions, term.pairs(positions), **term.parameters, **{**term.settings, "buried_term": False})
     assert abs(without.item() - ours.energy(positions).item()) > 1e-3  # the test exercises the correction
 
 
@@ -90,8 +89,8 @@ def test_custom_gb_force_is_recognised_with_salt_and_without_surface_term(dipept
     system = forcefield.createSystem(topology, implicitSolventKappa=1.0 / unit.nanometer, sasaMethod=None,
                                      soluteDielectric=2.0, solventDielectric=80.0)
     gb = next(f for f in system.getForces() if isinstance(f, openmm.CustomGBForce))
-    assert OBC2CustomGBForce.settings_of(gb) == dict(solventDielectric=80.0, soluteDielectric=2.0, kappa=1.0,
-                                                     cutoff=None, SA=None)
+    assert AmberCustomGBForce.settings_of(gb) == ("OBC2", dict(solventDielectric=80.0, soluteDielectric=2.0,
+                                                               kappa=1.0, cutoff=None, SA=None))
     assert_matches_openmm(bio.System.from_openmm(system, topology, positions))
 
 

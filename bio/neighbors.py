@@ -1,0 +1,204 @@
+"""Neighbour lists: which atom pairs interact, as integer index tensors, rebuilt only when atoms have moved.
+
+A list holds the pairs (2, P), i < j, closer than `cutoff + skin` at its last build (a Verlet list). It is
+rebuilt when some atom has moved more than skin/2 since then (no pair can have come within the cutoff
+otherwise), when the box changes, or when the batch shape or device changes. Building uses a cell list: atoms
+are binned into cells at least (cutoff + skin)/2 wide and only the 125 surrounding cells are searched, in
+chunks of atoms, so time and memory are linear in the number of atoms. Lists are built without gradient (which pairs
+interact is piecewise constant in the positions); energies gathered through them stay differentiable, and
+must still drop pairs beyond the cutoff (the list also holds pairs within the skin).
+
+Without a cutoff the list is all N(N-1)/2 pairs minus the excluded ones, built once.
+"""
+
+import torch
+
+from .terms.geometry import minimum_image
+
+DEFAULT_SKIN = 0.1  # nm
+_CHUNK_ELEMENTS = 1 << 21  # candidate pairs examined at once while building
+_REACH = 2  # cells are (cutoff + skin) / _REACH wide, and _REACH cells each way are searched
+
+
+def pair_keys(pairs, n_atoms):
+    """Unique integer key i * N + j of each pair (i < j) in a (2, P) index tensor."""
+    i, j = torch.minimum(pairs[0], pairs[1]), torch.maximum(pairs[0], pairs[1])
+    return i * n_atoms + j
+
+
+class NeighborList:
+    """The interacting pairs of `n_atoms` atoms.
+
+    cutoff: nm, or None for all pairs. skin: nm added to the cutoff when building, so the list stays valid
+    until an atom moves skin/2. excluded: keys (see `pair_keys`) of pairs never listed, shape (K,).
+    periodic: minimum-image distances (the box must be passed when called; cutoff + skin at most half the
+    box's smallest width).
+    """
+
+    def __init__(self, n_atoms, cutoff=None, skin=DEFAULT_SKIN, excluded=None, periodic=False):
+        self.n_atoms, self.cutoff, self.skin, self.periodic = n_atoms, cutoff, skin, periodic
+        self.excluded = excluded if excluded is not None else torch.zeros(0, dtype=torch.long)
+        self.pairs = None
+        self.images = None  # (P, 3) box-vector counts from each pair's atom i to the image of j (periodic)
+        self.builds = 0  # how many times the list was (re)built
+        self._reference = self._box = None
+        self._skin = skin  # the skin of the current list (smaller in boxes too small for the full one)
+
+    def __call__(self, positions, box=None):
+        """Pairs (2, P) long for positions (..., N, 3) nm (a batch gives the union of its lists)."""
+        if self.periodic and box is None:
+            raise ValueError("this neighbour list is periodic: pass the box vectors (3, 3) nm.")
+        if self._needs_rebuild(positions, box):
+            self._build(positions, box)
+        return self.pairs
+
+    def displacements(self, positions, box=None):
+        """(pairs (2, P), vectors (..., P, 3) nm from atom i to the nearest image of atom j).
+
+        Periodic images are those found when the list was built (fixed until the next rebuild, which any
+        move beyond skin/2 triggers), so no per-call minimum-image reduction is needed; within the cutoff
+        they are OpenMM's minimum images.
+        """
+        pairs = self(positions, box)
+        i, j = pairs
+        d = positions.index_select(-2, j) - positions.index_select(-2, i)
+        if self.periodic:
+            if self.images is not None and positions.dim() == 2:
+                d = d + self.images @ box
+            else:
+                d = minimum_image(d, box.unsqueeze(-3))
+        return pairs, d
+
+    def _needs_rebuild(self, positions, box):
+        if self.pairs is None or self.pairs.device != positions.device:
+            return True
+        if self.cutoff is None:
+            return False
+        positions = positions.detach()
+        if positions.shape != self._reference.shape:
+            return True
+        if self.periodic and (box.shape != self._box.shape or not torch.equal(box.detach(), self._box)):
+            return True
+        moved = torch.linalg.vector_norm(positions - self._reference, dim=-1).max()
+        return bool(moved > 0.5 * self._skin)
+
+    @torch.no_grad()
+    def _build(self, positions, box):
+        device = positions.device
+        excluded = self.excluded.to(device)
+        if self.cutoff is None:
+            pairs = torch.triu_indices(self.n_atoms, self.n_atoms, 1, device=device)
+        else:
+            flat = positions.detach().reshape(-1, self.n_atoms, 3)
+            boxes = box.detach().expand(*positions.shape[:-2], 3, 3).reshape(-1, 3, 3) if self.periodic else None
+            self._skin = self.skin
+            if self.periodic:
+                # The minimum image is exact only up to half the box width: shrink the skin in small boxes.
+                half_width = 0.5 * float(_widths(boxes).min())
+                if self.cutoff > half_width + 1e-12:
+                    raise ValueError(f"the cutoff ({self.cutoff:g} nm) exceeds half the periodic box width "
+                                     f"({half_width:g} nm); use a smaller cutoff or a larger box.")
+                self._skin = max(0.0, min(self.skin, half_width - self.cutoff))
+            found = [self._search(flat[b], None if boxes is None else boxes[b]) for b in range(len(flat))]
+            keys = torch.cat([pair_keys(p, self.n_atoms) for p in found])
+            keys = torch.unique(keys) if len(found) > 1 else keys
+            pairs = torch.stack([keys // self.n_atoms, keys % self.n_atoms])
+            self._reference = positions.detach().clone()
+            self._box = box.detach().clone() if self.periodic else None
+        if excluded.numel():
+            pairs = pairs[:, ~torch.isin(pair_keys(pairs, self.n_atoms), excluded)]
+        self.pairs = pairs
+        self.images = None
+        if self.periodic and positions.dim() == 2:
+            x, box = positions.detach(), box.detach()
+            d = x[pairs[1]] - x[pairs[0]]
+            self.images = torch.round((minimum_image(d, box) - d) @ torch.linalg.inv(box))
+        self.builds += 1
+
+    def _search(self, x, box):
+        """Pairs (2, P), i < j, within cutoff + skin for one conformation x (N, 3), via a cell list."""
+        reach = self.cutoff + self._skin
+        n = x.shape[0]
+        if self.periodic:
+            fractional = x @ torch.linalg.inv(box)
+            fractional = fractional - torch.floor(fractional)
+            cells = torch.floor(_widths(box) / (reach / _REACH)).long().clamp(min=1)
+        else:
+            low = x.min(0).values
+            extent = x.max(0).values - low
+            cells = torch.floor(extent / (reach / _REACH)).long().clamp(min=1)
+            fractional = ((x - low) / extent.clamp(min=1e-12)).clamp(max=1 - 1e-12)
+        cells_list = [int(c) for c in cells]
+        if self.periodic and min(cells_list) < 2 * _REACH + 1:
+            # Too few cells along an axis: the searched cells would repeat. Search all pairs (small boxes).
+            return self._search_all(x, box)
+        coordinate = torch.minimum(torch.floor(fractional * cells).long(), cells - 1)  # (N, 3)
+        cell = (coordinate[:, 0] * cells[1] + coordinate[:, 1]) * cells[2] + coordinate[:, 2]
+        n_cells = cells_list[0] * cells_list[1] * cells_list[2]
+        order = torch.argsort(cell)
+        counts = torch.bincount(cell, minlength=n_cells)
+        start = torch.cumsum(counts, 0) - counts
+        width = int(counts.max())
+        table = torch.full((n_cells + 1, width), -1, dtype=torch.long, device=x.device)  # row n_cells: empty
+        sorted_cells = cell[order]
+        table[sorted_cells, torch.arange(n, device=x.device) - start[sorted_cells]] = order
+        span = torch.arange(-_REACH, _REACH + 1, device=x.device)
+        offsets = torch.stack(torch.meshgrid(span, span, span, indexing="ij"), dim=-1).reshape(-1, 3)
+        if self.periodic:
+            x = fractional @ box  # wrapped into the box, so that each searched cell has one periodic shift
+        x = x.float()  # single precision is enough to choose pairs (see the margin in _reach2)
+        chunk = max(1, _CHUNK_ELEMENTS // (len(offsets) * width))
+        found = []
+        for first in range(0, n, chunk):
+            i = torch.arange(first, min(n, first + chunk), device=x.device)
+            neighbour = coordinate[i, None, :] + offsets  # (C, 125, 3)
+            if self.periodic:
+                wraps = torch.div(neighbour, cells, rounding_mode="floor")
+                shift = (wraps.to(x.dtype) @ box.to(x.dtype))[:, :, None, :]
+                neighbour = neighbour - wraps * cells
+                valid = torch.ones(neighbour.shape[:2], dtype=torch.bool, device=x.device)
+            else:
+                shift = 0.0
+                valid = ((neighbour >= 0) & (neighbour < cells)).all(-1)
+            index = (neighbour[..., 0] * cells[1] + neighbour[..., 1]) * cells[2] + neighbour[..., 2]
+            j = table[torch.where(valid, index, n_cells)]  # (C, 125, width); x[-1] is some atom, rejected below
+            d = x[j] + shift - x[i, None, None, :]
+            close = (j > i[:, None, None]) & ((d * d).sum(-1) <= self._reach2())
+            rows, cells_found, slots = close.nonzero(as_tuple=True)
+            found.append(torch.stack([i[rows], j[rows, cells_found, slots]]))
+        return torch.cat(found, dim=1)
+
+    def _search_all(self, x, box):
+        n = x.shape[0]
+        rows = max(1, _CHUNK_ELEMENTS // n)
+        atoms = torch.arange(n, device=x.device)
+        found = []
+        for first in range(0, n, rows):
+            i = atoms[first:first + rows, None]
+            found.append(self._close(x, i, atoms[None, :].expand(len(i), n), box))
+        return torch.cat(found, dim=1)
+
+    def _close(self, x, i, j, box):
+        """Pairs (2, P) among candidates i (C, 1) and j (C, K) with j > i and within reach."""
+        x, box = x.float(), None if box is None else box.float()
+        d = x[j] - x[i]
+        if self.periodic:
+            d = minimum_image(d, box)
+        close = (j > i) & ((d * d).sum(-1) <= self._reach2())
+        rows, columns = close.nonzero(as_tuple=True)
+        return torch.stack([i.expand_as(j)[rows, columns], j[rows, columns]])
+
+    def _reach2(self):
+        # Squared search radius, with a margin so single-precision rounding never drops a pair within reach.
+        return (self.cutoff + self._skin + 1e-4) ** 2
+
+
+def _widths(box):
+    """Widths (..., 3) of periodic boxes (..., 3, 3) between opposite faces: volume / face area."""
+    volume = torch.linalg.det(box).abs()
+    areas = [torch.linalg.vector_norm(torch.linalg.cross(box[..., (k + 1) % 3, :], box[..., (k + 2) % 3, :]),
+                                      dim=-1) for k in range(3)]
+    return torch.stack([volume / area for area in areas], dim=-1)
+
+
+__all__ = ["NeighborList", "pair_keys", "DEFAULT_SKIN"]

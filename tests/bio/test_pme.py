@@ -1,0 +1,134 @@
+"""PME electrostatics (NonbondedForce.PME) against OpenMM's Reference platform: parameters, energies and
+forces in cubic and triclinic water boxes, with switching, a net charge and batching; B-splines against scipy;
+the fused pair kernel against gradcheck."""
+
+import numpy as np
+import openmm
+import openmm.app as app
+import openmm.unit as unit
+import pytest
+import scipy.interpolate
+import torch
+
+import bio
+from bio.terms.nonbonded import CoulombKernel, PairEnergy
+from bio.terms.pme import bspline_weights, pme_parameters
+from bio_reference import VILLIN_IN_WATER, assert_matches_openmm, openmm_reference, perturbed
+
+WATER = app.ForceField("amber14-all.xml", "amber14/tip3p.xml")
+
+
+def _pme_system(topology, cutoff=0.6, **options):
+    system = WATER.createSystem(topology, nonbondedMethod=app.PME, nonbondedCutoff=cutoff * unit.nanometer,
+                                **options)
+    return system, next(f for f in system.getForces() if isinstance(f, openmm.NonbondedForce))
+
+
+def test_pme_parameters_are_openmms(water_box):
+    topology, positions = water_box
+    system, nonbonded = _pme_system(topology)
+    context = openmm.Context(system, openmm.VerletIntegrator(1.0), openmm.Platform.getPlatformByName("Reference"))
+    alpha, *grid = nonbonded.getPMEParametersInContext(context)
+    box = np.asarray(topology.getPeriodicBoxVectors().value_in_unit(unit.nanometer))
+    ours = pme_parameters(0.6, box, nonbonded.getEwaldErrorTolerance())
+    assert ours[0] == pytest.approx(alpha, rel=1e-14) and ours[1] == tuple(grid)
+    term = bio.System.from_openmm(system, topology, positions).terms["NonbondedForce"]
+    assert term.reciprocal.grid == tuple(grid)
+
+
+def test_pme_water_box_matches_openmm(water_box, device):
+    topology, positions = water_box
+    system, _ = _pme_system(topology)
+    ours = bio.System.from_openmm(system, topology, positions, device=device)
+    assert ours.terms["NonbondedForce"].method == "pme"
+    assert_matches_openmm(ours)
+    # Wrapped coordinates and a larger box passed per call (alpha and grid stay fixed, as in OpenMM).
+    box = ours.box_vectors
+    wrapped = ours.positions - torch.floor(ours.positions / box.diagonal()) * box.diagonal()
+    assert_matches_openmm(ours, wrapped, box * 1.03)
+
+
+def test_pme_with_switching_net_charge_and_explicit_parameters(water_box):
+    """Switched LJ with its dispersion correction, the neutralizing background of a net charge, and alpha and
+    grid set on the force instead of derived from the tolerance."""
+    topology, positions = water_box
+    system, nonbonded = _pme_system(topology, switchDistance=0.5 * unit.nanometer)
+    charge, sigma, epsilon = nonbonded.getParticleParameters(0)
+    nonbonded.setParticleParameters(0, charge + 0.7 * unit.elementary_charge, sigma, epsilon)
+    nonbonded.setPMEParameters(3.1, 21, 24, 23)
+    ours = bio.System.from_openmm(system, topology, positions)
+    assert ours.terms["NonbondedForce"].reciprocal.grid == (21, 24, 23)
+    assert abs(ours.parameters["NonbondedForce"]["charge"].sum().item()) > 0.5
+    assert_matches_openmm(ours)
+
+
+def test_pme_triclinic_box_matches_openmm(dipeptide):
+    modeller = app.Modeller(*dipeptide)
+    modeller.addSolvent(WATER, padding=0.7 * unit.nanometer, boxShape="dodecahedron")
+    system, _ = _pme_system(modeller.topology, cutoff=0.5)
+    assert_matches_openmm(bio.System.from_openmm(system, modeller.topology, modeller.positions))
+
+
+def test_batched_pme_equals_the_loop_with_batched_boxes(water_box):
+    topology, positions = water_box
+    system, _ = _pme_system(topology)
+    ours = bio.System.from_openmm(system, topology, positions)
+    batch = perturbed(ours.positions, 3, scale=0.005)
+    boxes = ours.box_vectors * torch.tensor([1.0, 1.01, 1.02], dtype=torch.float64)[:, None, None]
+    energies = ours.energy(batch, boxes)
+    loop = torch.stack([ours.energy(x, b) for x, b in zip(batch, boxes)])
+    torch.testing.assert_close(energies, loop, rtol=1e-12, atol=1e-8)
+    forces = ours.forces(batch, boxes)
+    torch.testing.assert_close(forces[1], ours.forces(batch[1], boxes[1]), rtol=1e-9, atol=1e-8)
+    reference, _ = openmm_reference(system, batch[2].numpy(), boxes[2].numpy())
+    assert abs(energies[2].item() - sum(reference.values())) <= 1e-6 * abs(sum(reference.values())) + 1e-4
+
+
+def test_pme_charge_gradient_matches_openmm_finite_differences(water_box):
+    topology, positions = water_box
+    system, nonbonded = _pme_system(topology)
+    ours = bio.System.from_openmm(system, topology, positions)
+    charges = ours.parameters["NonbondedForce"]["charge"].requires_grad_(True)
+    (gradient,) = torch.autograd.grad(ours.energy(ours.positions), charges)
+    charges.requires_grad_(False)
+    atom, h = 5, 1e-4
+    q, sigma, epsilon = nonbonded.getParticleParameters(atom)
+    values = []
+    for step in (h, -h):
+        nonbonded.setParticleParameters(atom, q + step * unit.elementary_charge, sigma, epsilon)
+        values.append(sum(openmm_reference(system, ours.positions.numpy())[0].values()))
+    expected = (values[0] - values[1]) / (2 * h)
+    assert abs(gradient[atom].item() - expected) <= 1e-5 * abs(expected) + 1e-4
+
+
+def test_bspline_weights_are_scipys_cardinal_bsplines():
+    fraction = torch.linspace(0, 0.999, 37, dtype=torch.float64)
+    ours = bspline_weights(fraction)  # weight of grid point k ahead of the atom's cell
+    spline = scipy.interpolate.BSpline.basis_element(np.arange(6.0), extrapolate=False)  # order 5 on [0, 5]
+    expected = np.stack([spline(fraction.numpy() + 4 - k) for k in range(5)], axis=-1)
+    np.testing.assert_allclose(ours.numpy(), expected, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("kernel", [CoulombKernel(), CoulombKernel(0.9, 0.7, reaction_field=(0.4, 1.3)),
+                                    CoulombKernel(0.9, alpha=3.2)], ids=["plain", "reaction-field", "ewald"])
+def test_pair_energy_gradients_pass_gradcheck(kernel):
+    generator = torch.Generator().manual_seed(0)
+    r = (0.25 + 0.8 * torch.rand(2, 12, generator=generator, dtype=torch.float64)).requires_grad_(True)
+    qq = torch.randn(12, generator=generator, dtype=torch.float64).requires_grad_(True)
+    sigma = (0.2 + 0.1 * torch.rand(12, generator=generator, dtype=torch.float64)).requires_grad_(True)
+    epsilon = torch.rand(12, generator=generator, dtype=torch.float64).requires_grad_(True)
+    def function(*inputs):
+        return PairEnergy.apply(*inputs, kernel)
+
+    assert torch.autograd.gradcheck(function, (r, qq, sigma, epsilon))
+    assert torch.autograd.gradgradcheck(function, (r, qq, sigma, epsilon))
+
+
+@pytest.mark.slow
+def test_villin_in_water_pme_matches_openmm():
+    """OpenMM's test.pdb: villin in TIP3P water, 8,867 atoms, amber14, PME with a 1 nm cutoff."""
+    pdb = app.PDBFile(VILLIN_IN_WATER)
+    system, _ = _pme_system(pdb.topology, cutoff=1.0)
+    ours = bio.System.from_openmm(system, pdb.topology, pdb.positions)
+    assert ours.n_atoms == 8867
+    assert_matches_openmm(ours)
