@@ -1,1 +1,16 @@
-"""dft: a differentiable Kohn-Sham DFT solver for molecules (atomic units)."""
+"""dft: a differentiable Kohn-Sham DFT solver for molecules (atomic units).
+
+PySCF supplies basis sets, integrals, grids and AO values; the SCF, the XC functionals and all derivatives
+are torch. Typical use::
+
+    import dft
+    mol = dft.Molecule("O 0 0 0.117; H 0 0.757 -0.470; H 0 -0.757 -0.470", basis="def2-svp")
+    energy = dft.RKS(mol, xc="b3lyp").kernel()  # Hartree
+"""
+
+from .errors import (BasisError, DFTError, MoleculeError, SCFNotConvergedError, SCFNotConvergedWarning)
+from .ks import RKS, UKS
+from .molecule import Molecule
+
+__all__ = ["Molecule", "RKS", "UKS", "DFTError", "MoleculeError", "BasisError", "SCFNotConvergedError",
+           "SCFNotConvergedWarning"]

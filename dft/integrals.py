@@ -1,0 +1,100 @@
+"""Gaussian-basis integrals from PySCF (libcint), converted once to float64 tensors on the molecule's device.
+
+All integrals are in atomic units (Hartree, Bohr) over the spherical AO basis of ``mol.pyscf``.
+Two-electron integrals come as the full 4-index tensor, its 4-fold packed form (Coulomb only), or a
+density-fitting factor B with (ij|kl) ~= sum_P B[P, i, j] B[P, k, l]; ``scf.get_jk`` accepts each.
+"""
+
+import numpy as np
+import scipy.linalg
+import torch
+from pyscf import ao2mo, df, lib
+
+from .errors import DFTError
+
+# PySCF's threshold for dropping near-singular auxiliary combinations (df.incore.LINEAR_DEP_THR).
+AUX_LINDEP = 1e-7
+
+
+def _tensor(mol, array):
+    return torch.as_tensor(np.ascontiguousarray(array), dtype=torch.float64).to(mol.device)
+
+
+def overlap(mol):
+    """Overlap S_ij = <i|j>, (nao, nao)."""
+    return _tensor(mol, mol.pyscf.intor_symmetric("int1e_ovlp"))
+
+
+def kinetic(mol):
+    """Kinetic energy T_ij = <i|-1/2 nabla^2|j>, (nao, nao), Hartree."""
+    return _tensor(mol, mol.pyscf.intor_symmetric("int1e_kin"))
+
+
+def nuclear_attraction(mol):
+    """Electron-nuclear attraction V_ij = <i|-sum_A Z_A/|r - R_A||j>, (nao, nao), Hartree."""
+    return _tensor(mol, mol.pyscf.intor_symmetric("int1e_nuc"))
+
+
+def hcore(mol):
+    """Core Hamiltonian T + V, (nao, nao), Hartree."""
+    return kinetic(mol) + nuclear_attraction(mol)
+
+
+def eri(mol, max_memory=4000, packed=False):
+    """Electron repulsion integrals (ij|kl) in chemists' notation, Hartree.
+
+    Args:
+        max_memory: largest tensor allowed, MB; above it use :func:`density_fit`.
+        packed: return the 4-fold packed form (npair, npair), npair = nao (nao + 1) / 2, pairs (i >= j) in
+            row-major lower-triangle order: a quarter of the memory, enough for Coulomb (pure functionals).
+
+    Returns:
+        (nao, nao, nao, nao) tensor, or (npair, npair) when ``packed``.
+    """
+    nao = mol.nao
+    npair = nao * (nao + 1) // 2
+    megabytes = (npair**2 if packed else nao**4) * 8 / 1e6
+    if megabytes > max_memory:
+        raise DFTError(f"the ERI tensor of {mol!r} needs {megabytes:.0f} MB (> max_memory={max_memory} MB); "
+                       "use density_fit=True, or raise max_memory.")
+    unique = mol.pyscf.intor("int2e", aosym="s8")
+    # libcint computes the 8-fold unique integrals; unpacking is a fast C loop.
+    return _tensor(mol, lib.unpack_tril(unique) if packed else ao2mo.restore(1, unique, nao))
+
+
+def auxiliary_basis(mol, hybrid=True):
+    """The auxiliary basis PySCF's ``mf.density_fit()`` picks: the J-fit partner of ``mol.basis`` for pure
+    functionals, its JK-fit partner for hybrids and Hartree-Fock (``df.addons.predefined_auxbasis``), and
+    PySCF's default (``df.addons.make_auxbasis``) when the basis has none."""
+    if isinstance(mol.basis, str):
+        # predefined_auxbasis asks of the functional only whether it is a hybrid.
+        auxbasis = df.addons.predefined_auxbasis(mol.pyscf, mol.basis, "HF" if hybrid else "LDA")
+        if auxbasis:
+            return auxbasis
+    return df.addons.make_auxbasis(mol.pyscf)
+
+
+def density_fit(mol, auxbasis=None):
+    """Whitened 3-centre factor B = L^-1 (P|ij) with (P|Q) = L L^T, so that (ij|kl) ~= sum_P B_Pij B_Pkl.
+
+    Args:
+        auxbasis: auxiliary basis (name or per-element dict); default ``auxiliary_basis(mol)`` (JK-fit).
+
+    Returns:
+        (naux, nao, nao) tensor, Hartree^(1/2). As PySCF, a (P|Q) that is not positive definite falls back to
+        its eigen-decomposition with eigenvalues below 1e-7 dropped.
+    """
+    if auxbasis is None:
+        auxbasis = auxiliary_basis(mol)
+    auxmol = df.addons.make_auxmol(mol.pyscf, auxbasis)
+    nao = mol.nao
+    j3c = df.incore.aux_e2(mol.pyscf, auxmol, "int3c2e", aosym="s1").reshape(nao * nao, -1).T
+    j2c = auxmol.intor("int2c2e", hermi=1)
+    try:
+        low = scipy.linalg.cholesky(j2c, lower=True)
+        factor = scipy.linalg.solve_triangular(low, j3c, lower=True)
+    except scipy.linalg.LinAlgError:
+        w, v = scipy.linalg.eigh(j2c)
+        keep = w > AUX_LINDEP
+        factor = (v[:, keep] / np.sqrt(w[keep])).T @ j3c
+    return _tensor(mol, factor.reshape(-1, nao, nao))

@@ -1,0 +1,265 @@
+"""Molecules: atoms, nuclear coordinates (a torch tensor, Bohr), basis set, charge and spin.
+
+A :class:`Molecule` validates its input, then builds the PySCF ``Mole`` once; PySCF supplies basis sets,
+integrals and grids from it. The nuclear coordinates live in ``Molecule.coords`` (Bohr, float64), the
+tensor that derivatives with respect to nuclear positions are taken against.
+"""
+
+import difflib
+import math
+import re
+import warnings
+from pathlib import Path
+
+import torch
+from pyscf import gto
+from pyscf.data import elements
+from pyscf.lib import param
+from pyscf.lib.exceptions import BasisNotFoundError
+
+from .errors import BasisError, MoleculeError
+
+# Closer than this (Bohr) two nuclei are "on top of each other": no chemical geometry has them.
+MIN_DISTANCE = 0.1
+
+_UNITS = {"angstrom": 1.0 / param.BOHR, "a": 1.0 / param.BOHR, "ang": 1.0 / param.BOHR,
+          "bohr": 1.0, "b": 1.0, "au": 1.0}
+_SYMBOL = re.compile(r"^([A-Za-z]{1,2})\d*$")  # PySCF allows numbered labels such as "H1"
+
+
+def element_symbol(label, where):
+    """The standard symbol (``"He"``) for an atom label (``"he"``, ``"He1"``, ``2``); ``where`` goes in errors."""
+    if isinstance(label, int) or (isinstance(label, str) and label.isdigit()):
+        z = int(label)
+        if 1 <= z < len(elements.ELEMENTS):
+            return elements.ELEMENTS[z]
+        raise MoleculeError(f"{where}: atomic number {z} is not an element (1..{len(elements.ELEMENTS) - 1}).")
+    match = _SYMBOL.match(str(label).strip())
+    if match:
+        symbol = match.group(1).capitalize()
+        if symbol in elements.ELEMENTS[1:]:
+            return symbol
+    close = difflib.get_close_matches(str(label).capitalize(), elements.ELEMENTS[1:], n=3)
+    hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
+    raise MoleculeError(f"{where}: unknown element {label!r}.{hint}")
+
+
+def _parse_atom_string(atom):
+    """``"O 0 0 0; H 0 1 0"`` (entries separated by ';' or newlines) -> [(label, [x, y, z])]."""
+    entries = [e.strip() for e in re.split(r"[;\n]", atom) if e.strip()]
+    parsed = []
+    for i, entry in enumerate(entries, start=1):
+        fields = entry.replace(",", " ").split()
+        if len(fields) != 4:
+            raise MoleculeError(
+                f"atom {i} ({entry!r}): expected 'symbol x y z' (Z-matrix input is not supported); "
+                "separate atoms with ';' or newlines.")
+        try:
+            xyz = [float(v) for v in fields[1:]]
+        except ValueError:
+            raise MoleculeError(f"atom {i} ({entry!r}): coordinates must be numbers.") from None
+        parsed.append((fields[0], xyz))
+    return parsed
+
+
+def _check_basis(basis, symbols):
+    """Raise :class:`BasisError` unless every element has functions in ``basis`` (a name or a dict)."""
+    per_element = basis if isinstance(basis, dict) else {s: basis for s in set(symbols)}
+    for symbol in sorted(set(symbols)):
+        name = per_element.get(symbol, per_element.get("default"))
+        if name is None:
+            raise BasisError(f"basis dict {sorted(per_element)} has no entry for element {symbol}; "
+                             "add one (or a 'default' entry).")
+        if not isinstance(name, str):
+            continue  # explicit shells: PySCF validates them when the Mole is built
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                shells = gto.basis.load(name, symbol)
+        except BasisNotFoundError:
+            shells = None
+        if shells:
+            continue
+        key = gto.basis._format_basis_name(name)
+        if key in gto.basis.ALIAS:
+            raise BasisError(f"basis {name!r} has no functions for element {symbol}; choose a basis that covers "
+                             f"{symbol} (e.g. 'def2-svp') or give a per-element dict.")
+        close = difflib.get_close_matches(key, list(gto.basis.ALIAS), n=5, cutoff=0.6)
+        hint = f" Close matches: {', '.join(close)}." if close else " See pyscf.gto.basis.ALIAS for the names."
+        raise BasisError(f"unknown basis set {name!r} (element {symbol}).{hint}")
+
+
+class Molecule:
+    """A molecule for Kohn-Sham calculations.
+
+    Args:
+        atom: PySCF-style string ``"O 0 0 0; H 0 0.76 0.59; H 0 -0.76 0.59"`` (';' or newlines between atoms)
+            or a list of ``(symbol, (x, y, z))``.
+        basis: basis set name known to PySCF (``"def2-svp"``) or a per-element dict.
+        charge: net charge (elementary charges).
+        spin: 2S = N_alpha - N_beta (PySCF convention).
+        unit: unit of the input coordinates, ``"angstrom"`` (default) or ``"bohr"``.
+        device: torch device of ``coords`` and of every tensor derived from this molecule.
+
+    Attributes:
+        symbols: element symbols, length natm.
+        coords: (natm, 3) float64 tensor of nuclear positions, Bohr.
+        nuclear_charges: (natm,) float64 tensor, elementary charges.
+        pyscf: the PySCF ``Mole`` (built once; basis, integrals and grids come from it).
+
+    Raises:
+        MoleculeError: unknown element, NaN coordinates, overlapping atoms, charge/spin inconsistent.
+        BasisError: unknown basis name (with close matches) or a basis without the element.
+    """
+
+    def __init__(self, atom, basis, charge=0, spin=0, unit="angstrom", device=None):
+        if isinstance(atom, str):
+            atom = _parse_atom_string(atom)
+        if len(atom) == 0:
+            raise MoleculeError("the molecule has no atoms; give e.g. atom='H 0 0 0; H 0 0 0.74'.")
+        if str(unit).lower() not in _UNITS:
+            raise MoleculeError(f"unknown unit {unit!r}; use 'angstrom' or 'bohr'.")
+        scale = _UNITS[str(unit).lower()]
+        symbols, coords = [], []
+        for i, entry in enumerate(atom, start=1):
+            try:
+                label, xyz = entry
+                xyz = [float(v) for v in xyz]
+            except (TypeError, ValueError):
+                raise MoleculeError(f"atom {i} ({entry!r}): expected (symbol, (x, y, z)).") from None
+            if len(xyz) != 3:
+                raise MoleculeError(f"atom {i} ({label}): expected 3 coordinates, got {len(xyz)}.")
+            symbol = element_symbol(label, f"atom {i}")
+            if not all(math.isfinite(v) for v in xyz):
+                raise MoleculeError(f"atom {i} ({symbol}): coordinates {xyz} are not finite; fix the geometry.")
+            symbols.append(symbol)
+            coords.append([v * scale for v in xyz])
+
+        self.symbols = symbols
+        self.coords = torch.tensor(coords, dtype=torch.float64, device=device)
+        self.nuclear_charges = torch.tensor([float(elements.charge(s)) for s in symbols],
+                                            dtype=torch.float64, device=device)
+        self.basis = basis
+        self.charge = int(charge)
+        self.spin = int(spin)
+        self._check_geometry()
+        self._check_electrons()
+        _check_basis(basis, symbols)
+        self.pyscf = gto.M(atom=[(s, xyz) for s, xyz in zip(symbols, coords)], unit="bohr", basis=basis,
+                           charge=self.charge, spin=self.spin, verbose=0)
+
+    def _check_geometry(self):
+        if len(self.symbols) < 2:
+            return
+        distance = torch.cdist(self.coords, self.coords)
+        distance.fill_diagonal_(float("inf"))
+        closest = distance.min()
+        if closest < MIN_DISTANCE:
+            i, j = divmod(int(distance.argmin()), len(self.symbols))
+            raise MoleculeError(
+                f"atoms {i + 1} ({self.symbols[i]}) and {j + 1} ({self.symbols[j]}) are {float(closest):.3g} Bohr "
+                "apart (on top of each other); check the coordinates and their unit (unit='angstrom' or 'bohr').")
+
+    def _check_electrons(self):
+        n = self.nelectron
+        if n <= 0:
+            raise MoleculeError(f"charge {self.charge} leaves {n} electrons; the charge is too large.")
+        if abs(self.spin) > n or (n - self.spin) % 2:
+            parity = "odd" if n % 2 else "even"
+            raise MoleculeError(
+                f"{n} electrons cannot have spin={self.spin} (spin = N_alpha - N_beta): an {parity} electron "
+                f"count needs an {parity} spin (e.g. spin={n % 2}), or change the charge.")
+
+    @property
+    def natm(self):
+        return len(self.symbols)
+
+    @property
+    def nelectron(self):
+        return int(sum(elements.charge(s) for s in self.symbols)) - self.charge
+
+    @property
+    def nelec(self):
+        """(N_alpha, N_beta)."""
+        n_beta = (self.nelectron - self.spin) // 2
+        return self.nelectron - n_beta, n_beta
+
+    @property
+    def nao(self):
+        return self.pyscf.nao
+
+    @property
+    def device(self):
+        return self.coords.device
+
+    def energy_nuc(self):
+        """Nuclear repulsion energy sum_{i<j} Z_i Z_j / r_ij (Hartree), a torch function of ``coords``."""
+        i, j = torch.triu_indices(self.natm, self.natm, offset=1, device=self.device)
+        r = (self.coords[i] - self.coords[j]).norm(dim=-1)
+        return (self.nuclear_charges[i] * self.nuclear_charges[j] / r).sum()
+
+    def to(self, device):
+        """The same molecule with ``coords`` on ``device`` (the PySCF ``Mole`` is shared)."""
+        moved = object.__new__(Molecule)
+        moved.__dict__.update(self.__dict__)
+        moved.coords = self.coords.to(device)
+        moved.nuclear_charges = self.nuclear_charges.to(device)
+        return moved
+
+    def __repr__(self):
+        return (f"Molecule({' '.join(self.symbols)}, basis={self.basis!r}, charge={self.charge}, "
+                f"spin={self.spin}, nao={self.nao})")
+
+    @classmethod
+    def from_xyz(cls, path, basis, charge=0, spin=0, device=None):
+        """Read an XYZ file (count line, comment line, ``symbol x y z`` lines in Angstrom)."""
+        path = Path(path)
+        lines = path.read_text().splitlines()
+        if not lines or not lines[0].strip():
+            raise MoleculeError(f"{path}:1: empty XYZ file; the first line must be the number of atoms.")
+        try:
+            count = int(lines[0].split()[0])
+        except ValueError:
+            raise MoleculeError(f"{path}:1: expected the number of atoms, got {lines[0].strip()!r}.") from None
+        if count <= 0:
+            raise MoleculeError(f"{path}:1: the number of atoms must be positive, got {count}.")
+        body = lines[2:2 + count]
+        if len(body) < count or not all(line.strip() for line in body):
+            found = sum(1 for line in body if line.strip())
+            raise MoleculeError(f"{path}: line 1 announces {count} atoms but only {found} atom lines follow "
+                                "(truncated file?).")
+        extra = [n for n, line in enumerate(lines[2 + count:], start=3 + count) if line.strip()]
+        if extra:
+            raise MoleculeError(f"{path}:{extra[0]}: more atom lines than the {count} announced on line 1.")
+        atoms = []
+        for n, line in enumerate(body, start=3):
+            fields = line.split()
+            if len(fields) < 4:
+                raise MoleculeError(f"{path}:{n}: expected 'symbol x y z', got {line.strip()!r}.")
+            symbol = element_symbol(fields[0], f"{path}:{n}")
+            try:
+                xyz = [float(v) for v in fields[1:4]]
+            except ValueError:
+                raise MoleculeError(f"{path}:{n}: coordinates must be numbers, got {line.strip()!r}.") from None
+            if not all(math.isfinite(v) for v in xyz):
+                raise MoleculeError(f"{path}:{n}: coordinates of {symbol} are not finite ({line.strip()!r}).")
+            atoms.append((symbol, xyz))
+        return cls(atoms, basis, charge=charge, spin=spin, unit="angstrom", device=device)
+
+    @classmethod
+    def from_pyscf(cls, mol, device=None):
+        """From a built PySCF ``Mole`` (spherical basis, all-electron): same atoms, basis, charge and spin."""
+        if mol._atm is None or len(mol._atm) == 0:
+            raise MoleculeError("the PySCF Mole is not built; call mol.build() first.")
+        if mol.cart:
+            raise MoleculeError("Cartesian basis functions (mol.cart=True) are not supported; use cart=False.")
+        if mol.ecp or mol.pseudo:
+            raise MoleculeError("ECPs/pseudopotentials are not supported; use an all-electron basis.")
+        atoms = [(mol.atom_pure_symbol(i), mol.atom_coord(i).tolist()) for i in range(mol.natm)]
+        return cls(atoms, mol.basis, charge=mol.charge, spin=mol.spin, unit="bohr", device=device)
+
+    @classmethod
+    def from_ase(cls, atoms, basis, charge=0, spin=0, device=None):
+        """From an ASE ``Atoms`` object (positions in Angstrom)."""
+        entries = list(zip(atoms.get_chemical_symbols(), atoms.get_positions().tolist()))
+        return cls(entries, basis, charge=charge, spin=spin, unit="angstrom", device=device)

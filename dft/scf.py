@@ -1,0 +1,365 @@
+"""The Kohn-Sham SCF as plain torch functions (the functional core; ``ks.RKS``/``ks.UKS`` wrap it).
+
+Conventions (atomic units throughout):
+
+- Density matrices: restricted ``dm`` is the total (nao, nao); unrestricted is (2, nao, nao) = (alpha, beta).
+  Functions tell the two apart by ``dm.ndim``.
+- ``eri`` is the 4-index tensor (ij|kl), (nao, nao, nao, nao); its packed form (npair, npair) over pairs
+  i >= j (Coulomb only); or a density-fitting factor B, (naux, nao, nao) with (ij|kl) ~= sum_P B_Pij B_Pkl
+  (see ``dft.integrals``).
+- ``xc`` is a functional ``e = xc(rho, sigma=None, spin=0)`` returning the XC energy per volume on grid points,
+  with attributes ``hyb`` (exact-exchange fraction) and ``family`` ("lda" or "gga"); E_xc = sum_g w_g e_g.
+  V_xc is the autograd derivative of E_xc with respect to the density matrix.
+
+Every energy here is a torch function of the density matrix and the integrals, so it can be differentiated.
+The SCF loop itself (:func:`run_scf`) runs without gradients: derivatives of converged results are taken at
+the fixed point, not through the iterations.
+"""
+
+import math
+from typing import NamedTuple
+
+import torch
+from tqdm.auto import tqdm
+
+from .errors import DFTError
+
+# PySCF drops overlap eigenvalues below this (scf.hf.overlap_zero_eigenvalue_threshold): linear dependencies.
+OVERLAP_LINDEP = 1e-6
+
+
+def make_rdm1(mo_coeff, mo_occ):
+    """Density matrix sum_p occ_p C_ip C_jp: (..., nao, nmo), (..., nmo) -> (..., nao, nao)."""
+    return (mo_coeff * mo_occ.unsqueeze(-2)) @ mo_coeff.transpose(-1, -2)
+
+
+def get_jk(eri, dm, with_k=True):
+    """Coulomb J_ij = sum_kl (ij|kl) D_kl and exchange K_ij = sum_kl (ik|jl) D_kl, Hartree.
+
+    Args:
+        eri: (nao, nao, nao, nao) ERIs, (npair, npair) packed ERIs (J only), or (naux, nao, nao)
+            density-fitting factor.
+        dm: (..., nao, nao) symmetric density matrices.
+        with_k: also build K (else ``vk`` is None).
+
+    Returns:
+        ``(vj, vk)``, each shaped like ``dm``.
+    """
+    shape = dm.shape
+    nao = shape[-1]
+    dms = dm.reshape(-1, nao, nao)
+    if eri.ndim == 2:
+        if with_k:
+            raise DFTError("exact exchange needs the full ERI tensor (integrals.eri(mol, packed=False)) or "
+                           "density fitting; the packed form holds Coulomb only.")
+        i, j = torch.tril_indices(nao, nao, device=dm.device)
+        # sum_kl (ij|kl) D_kl over pairs k >= l: off-diagonal pairs count twice.
+        pairs = (dms + dms.transpose(-1, -2))[:, i, j] - torch.where(i == j, dms[:, i, j], 0)
+        vj_pairs = pairs @ eri
+        vj = dm.new_zeros(dms.shape)
+        vj[:, i, j] = vj_pairs
+        vj[:, j, i] = vj_pairs
+        return vj.reshape(shape), None
+    if eri.ndim == 4:
+        flat = eri.reshape(nao * nao, nao * nao)
+        vj = (dms.reshape(-1, nao * nao) @ flat).reshape(shape)
+        vk = None
+        if with_k:
+            # (ik|jl) D_kl = sum_k [(ki|jl) viewed as (k, ij, l)] @ D[k, :]: a batched product, no transposed copy.
+            by_k = eri.reshape(nao, nao * nao, nao)
+            vk = torch.stack([torch.bmm(by_k, d.unsqueeze(-1)).sum(0) for d in dms]).reshape(shape)
+        return vj, vk
+    naux = eri.shape[0]
+    flat = eri.reshape(naux, nao * nao)
+    vj = ((dms.reshape(-1, nao * nao) @ flat.T) @ flat).reshape(shape)
+    vk = None
+    if with_k:
+        # K = sum_P B_P D B_P, as one product over the combined (P, k) index.
+        stacked = eri.transpose(0, 1).reshape(nao, naux * nao)
+        vk = torch.stack([(eri @ d).transpose(0, 1).reshape(nao, naux * nao) @ stacked.T for d in dms])
+        vk = vk.reshape(shape)
+    return vj, vk
+
+
+def _density(ao, dm, gga):
+    """rho (..., Nb) and, for GGAs, grad rho (..., 3, Nb) of density matrices ``dm`` (..., nao, nao)."""
+    half = ao[0] @ dm  # (..., Nb, nao)
+    # Row-wise dot products of every AO component with ``half``; einsum avoids (4, Nb, nao) temporaries.
+    values = torch.einsum("xgi,...gi->...xg", ao if gga else ao[:1], half)
+    rho = values[..., 0, :]
+    return (rho, 2 * values[..., 1:, :]) if gga else (rho, None)
+
+
+def _xc_block(xc, weights, ao, dm):
+    """E_xc (Hartree) of one grid block."""
+    gga = xc.family != "lda"
+    rho, grad = _density(ao, dm, gga)
+    if dm.ndim == 2:
+        sigma = (grad * grad).sum(0) if gga else None
+        e = xc(rho, sigma, spin=0)
+    else:
+        sigma = None
+        if gga:
+            sigma = torch.stack([(grad[0] * grad[0]).sum(0), (grad[0] * grad[1]).sum(0), (grad[1] * grad[1]).sum(0)])
+        e = xc(rho, sigma, spin=1)
+    return (weights * e).sum()
+
+
+def xc_energy(xc, grid, dm):
+    """Semi-local XC energy E_xc[dm] = sum_g w_g e(rho_g, sigma_g), Hartree; a torch function of ``dm``."""
+    return sum(_xc_block(xc, weights, ao, dm) for weights, ao in grid.blocks())
+
+
+def get_vxc(xc, grid, dm):
+    """E_xc and V_xc = dE_xc/dD (symmetrized), by autograd, block by block so memory stays bounded.
+
+    With grad mode on and ``dm`` or a parameter of ``xc`` requiring grad, the result is itself differentiable
+    (double backward); otherwise it is a plain value.
+
+    Returns:
+        ``(exc, vxc)``: scalar Hartree, and (..., nao, nao) like ``dm``, Hartree.
+    """
+    parameters = xc.parameters() if isinstance(xc, torch.nn.Module) else ()
+    differentiable = torch.is_grad_enabled() and (dm.requires_grad or any(p.requires_grad for p in parameters))
+    exc = dm.new_zeros(())
+    vxc = torch.zeros_like(dm)
+    with torch.enable_grad():
+        d = dm if dm.requires_grad else dm.detach().requires_grad_()
+        for weights, ao in grid.blocks():
+            e = _xc_block(xc, weights, ao, d)
+            (v,) = torch.autograd.grad(e, d, create_graph=differentiable)
+            exc = exc + (e if differentiable else e.detach())
+            vxc = vxc + v
+    # The GGA term 2 grad(phi_i) phi_j D_ij is not symmetric in (i, j) per element; the potential is.
+    vxc = (vxc + vxc.transpose(-1, -2)) / 2
+    return exc, vxc
+
+
+class Veff(NamedTuple):
+    """Two-electron + XC potential and its energy parts (Hartree)."""
+
+    matrix: torch.Tensor  # (nao, nao) restricted or (2, nao, nao) unrestricted
+    coulomb: torch.Tensor  # 1/2 tr(D J)
+    exact_exchange: torch.Tensor  # -hyb/4 tr(D K) restricted; -hyb/2 sum_s tr(D_s K_s) unrestricted
+    xc: torch.Tensor  # semi-local E_xc
+
+
+def get_veff(eri, dm, xc, grid=None):
+    """Kohn-Sham potential J - hyb K + V_xc and its energies.
+
+    Args:
+        eri: ERIs or density-fitting factor (see :func:`get_jk`).
+        dm: (nao, nao) total or (2, nao, nao) spin density matrices.
+        xc: XC functional; its ``hyb`` (a float or a tensor) scales exact exchange.
+        grid: :class:`dft.grids.Grid`, or None when the functional has no semi-local part (Hartree-Fock).
+    """
+    hyb = xc.hyb
+    restricted = dm.ndim == 2
+    total = dm if restricted else dm[0] + dm[1]
+    vj, _ = get_jk(eri, total, with_k=False)
+    e_coul = 0.5 * (total * vj).sum()
+    veff = vj if restricted else vj.expand_as(dm)
+    e_exx = dm.new_zeros(())
+    if torch.is_tensor(hyb) or hyb != 0:
+        _, vk = get_jk(eri, dm, with_k=True)
+        scale = 0.5 * hyb if restricted else hyb
+        veff = veff - scale * vk
+        e_exx = -0.5 * scale * (dm * vk).sum()
+    e_xc = dm.new_zeros(())
+    if grid is not None:
+        e_xc, vxc = get_vxc(xc, grid, dm)
+        veff = veff + vxc
+    return Veff(veff, e_coul, e_exx, e_xc)
+
+
+def energy_elec(dm, hcore, veff):
+    """Electronic energy (Hartree) and its parts from a density matrix, H_core and :class:`Veff`.
+
+    Returns:
+        ``(e_elec, parts)`` with parts ``one_electron``, ``coulomb``, ``exact_exchange``, ``xc``.
+    """
+    total = dm if dm.ndim == 2 else dm[0] + dm[1]
+    parts = {"one_electron": (total * hcore).sum(), "coulomb": veff.coulomb,
+             "exact_exchange": veff.exact_exchange, "xc": veff.xc}
+    return sum(parts.values()), parts
+
+
+def orthogonalizer(s):
+    """Canonical orthogonalization X = U e^-1/2 (nao, nmo), X^T S X = 1, dropping overlap eigenvalues below
+    1e-6 (linear dependencies), as PySCF."""
+    e, u = torch.linalg.eigh(s)
+    keep = e > OVERLAP_LINDEP
+    return u[:, keep] / e[keep].sqrt()
+
+
+def eig(fock, x):
+    """Solve F C = S C e through the orthogonalizer ``x`` of S.
+
+    Note: ``inference.implicit.eigh`` (degeneracy-safe derivatives) is not available yet; the SCF loop runs
+    without gradients, so ``torch.linalg.eigh`` is used.
+
+    Args:
+        fock: (..., nao, nao) Hartree.
+        x: (nao, nmo) from :func:`orthogonalizer`.
+
+    Returns:
+        ``(mo_energy, mo_coeff)``: (..., nmo) ascending, Hartree; (..., nao, nmo) with the largest-magnitude
+        coefficient of each orbital positive (PySCF's phase convention).
+    """
+    e, c = torch.linalg.eigh(x.transpose(-1, -2) @ fock @ x)
+    c = x @ c
+    biggest = c.abs().argmax(-2, keepdim=True)
+    c = c * torch.gather(c, -2, biggest).sign()
+    return e, c
+
+
+def get_occ(mo_energy, nelec):
+    """Aufbau occupations: restricted (nmo,) with nelec a pair count -> 2 for the nelec//2 lowest orbitals;
+    unrestricted (2, nmo) with nelec = (N_alpha, N_beta) -> 1 for the lowest of each spin."""
+    occ = torch.zeros_like(mo_energy)
+    if mo_energy.ndim == 1:
+        order = mo_energy.argsort()
+        occ[order[: nelec // 2]] = 2.0
+        return occ
+    for s in range(2):
+        order = mo_energy[s].argsort()
+        occ[s, order[: nelec[s]]] = 1.0
+    return occ
+
+
+def orbital_gradient(mo_coeff, mo_occ, fock):
+    """Occupied-virtual block of the MO Fock matrix (the FDS - SDF commutator in the MO basis), as PySCF's
+    ``get_grad``: 2 C_vir^T F C_occ restricted, (C_vir^T F_s C_occ per spin) unrestricted, flattened."""
+    if mo_occ.ndim == 1:
+        occ = mo_occ > 0
+        return (2 * mo_coeff[:, ~occ].T @ fock @ mo_coeff[:, occ]).reshape(-1)
+    return torch.cat([(mo_coeff[s][:, ~(mo_occ[s] > 0)].T @ fock[s] @ mo_coeff[s][:, mo_occ[s] > 0]).reshape(-1)
+                      for s in range(2)])
+
+
+def commutator(s, dm, fock, x):
+    """DIIS error X^T (S D F - F D S) X in the orthonormal basis, flattened; unrestricted spins concatenated."""
+    sdf = x.transpose(-1, -2) @ s @ dm @ fock @ x
+    return (sdf.transpose(-1, -2) - sdf).reshape(-1)
+
+
+class DIIS:
+    """Pulay's DIIS on Fock matrices with commutator error vectors (PySCF's CDIIS), last ``space`` kept."""
+
+    def __init__(self, space=8):
+        self.space = space
+        self.focks = []
+        self.errors = []
+
+    def update(self, fock, error):
+        """Store (fock, error) and return the extrapolated Fock matrix."""
+        self.focks = (self.focks + [fock])[-self.space:]
+        self.errors = (self.errors + [error])[-self.space:]
+        n = len(self.focks)
+        errors = torch.stack(self.errors)
+        h = fock.new_zeros(n + 1, n + 1)
+        h[0, 1:] = h[1:, 0] = 1
+        h[1:, 1:] = errors @ errors.T
+        g = fock.new_zeros(n + 1)
+        g[0] = 1
+        w, v = torch.linalg.eigh(h)
+        keep = w.abs() > 1e-14  # PySCF's guard against linearly dependent error vectors
+        c = v[:, keep] @ ((v[:, keep].T @ g) / w[keep])
+        return torch.einsum("i,i...->...", c[1:], torch.stack(self.focks))
+
+
+def level_shifted(s, dm, fock, shift):
+    """Raise virtual levels by ``shift`` (Hartree): F + shift (S - S D S), D per spin (half the total when
+    restricted)."""
+    d = dm / 2 if dm.ndim == 2 else dm
+    return fock + shift * (s - s @ d @ s)
+
+
+class SCFResult(NamedTuple):
+    converged: bool
+    e_tot: torch.Tensor  # Hartree
+    mo_energy: torch.Tensor  # (nmo,) or (2, nmo), Hartree
+    mo_coeff: torch.Tensor  # (nao, nmo) or (2, nao, nmo)
+    mo_occ: torch.Tensor  # (nmo,) or (2, nmo)
+    dm: torch.Tensor  # density matrix of mo_coeff/mo_occ
+    energy_components: dict  # nuclear, one_electron, coulomb, exact_exchange, xc (Hartree)
+    cycles: int
+    history: list  # (energy, delta_energy, |orbital gradient|) per cycle
+
+
+def run_scf(hcore, s, veff_fn, dm0, nelec, e_nuc, conv_tol=1e-9, conv_tol_grad=None, max_cycle=50,
+            diis_space=8, level_shift=0.0, damp=0.0, verbose=False):
+    """Self-consistent field iterations, following PySCF's ``scf.hf.kernel``.
+
+    Args:
+        hcore, s: (nao, nao) core Hamiltonian (Hartree) and overlap.
+        veff_fn: ``dm -> Veff``.
+        dm0: initial density matrix (restricted or unrestricted).
+        nelec: number of electrons (restricted) or (N_alpha, N_beta).
+        e_nuc: nuclear repulsion, Hartree.
+        conv_tol: energy change threshold, Hartree; conv_tol_grad: orbital-gradient norm threshold
+            (default sqrt(conv_tol)). Both must hold.
+        diis_space: DIIS subspace size (0 disables DIIS); DIIS starts at the second cycle, as PySCF.
+        level_shift: virtual-level shift, Hartree. damp: weight of the previous Fock matrix in the mix.
+        verbose: show a tqdm progress bar.
+
+    A converged SCF ends, as PySCF, with one more diagonalization of the undamped, unshifted Fock matrix so
+    that the orbitals are the canonical orbitals of the final density.
+    """
+    if conv_tol_grad is None:
+        conv_tol_grad = math.sqrt(conv_tol)
+    with torch.no_grad():
+        x = orthogonalizer(s)
+        diis = DIIS(diis_space) if diis_space > 0 else None
+        dm = dm0
+        veff = veff_fn(dm)
+        e_elec, parts = energy_elec(dm, hcore, veff)
+        e_tot = e_elec + e_nuc
+        fock_last = None
+        history = []
+        converged = False
+        mo_energy = mo_coeff = mo_occ = None
+        progress = tqdm(total=max_cycle, desc="SCF", disable=not verbose, leave=False)
+        for cycle in range(max_cycle):
+            e_last = e_tot
+            fock = hcore + veff.matrix
+            if damp and fock_last is not None:
+                fock = (1 - damp) * fock + damp * fock_last
+            if diis is not None and cycle >= 1:
+                fock = diis.update(fock, commutator(s, dm, fock, x))
+            fock_last = fock
+            if level_shift:
+                fock = level_shifted(s, dm, fock, level_shift)
+            mo_energy, mo_coeff = eig(fock, x)
+            mo_occ = get_occ(mo_energy, nelec)
+            dm = make_rdm1(mo_coeff, mo_occ)
+            veff = veff_fn(dm)
+            e_elec, parts = energy_elec(dm, hcore, veff)
+            e_tot = e_elec + e_nuc
+            norm_g = float(orbital_gradient(mo_coeff, mo_occ, hcore + veff.matrix).norm())
+            delta = float(e_tot - e_last)
+            history.append((float(e_tot), delta, norm_g))
+            progress.update()
+            progress.set_postfix(E=f"{float(e_tot):.10f}", dE=f"{delta:.2e}", grad=f"{norm_g:.2e}")
+            if abs(delta) < conv_tol and norm_g < conv_tol_grad:
+                converged = True
+                break
+        progress.close()
+        if converged:
+            mo_energy, mo_coeff = eig(hcore + veff.matrix, x)
+            mo_occ = get_occ(mo_energy, nelec)
+            dm = make_rdm1(mo_coeff, mo_occ)
+            veff = veff_fn(dm)
+            e_elec, parts = energy_elec(dm, hcore, veff)
+            e_tot = e_elec + e_nuc
+    components = {"nuclear": e_nuc, **parts}
+    return SCFResult(converged, e_tot, mo_energy, mo_coeff, mo_occ, dm, components, len(history), history)
+
+
+def not_converged_message(history, max_cycle, conv_tol):
+    """What to tell the user about an SCF that stopped at ``max_cycle``: the last cycles and what to try."""
+    first = len(history) - len(history[-3:]) + 1
+    last = "; ".join(f"cycle {first + i}: E={e:.10f} dE={d:.2e} |g|={g:.2e}"
+                     for i, (e, d, g) in enumerate(history[-3:]))
+    return (f"SCF not converged in {max_cycle} cycles (conv_tol={conv_tol:g}, orbital gradient < "
+            f"{math.sqrt(conv_tol):g}); last cycles: {last}. Try level_shift=0.3, damp=0.5, or a larger max_cycle.")
