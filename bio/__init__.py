@@ -6,11 +6,23 @@ nm, kJ/mol, ps, elementary charge).
     energy = system.energy(system.positions)                    # kJ/mol, differentiable
     forces = system.forces(system.positions)                    # kJ/mol/nm
     system.parameters["NonbondedForce"]["charge"].requires_grad_()
+
+    result = bio.minimize(system)                               # L-BFGS, OpenMM's convergence criterion
+    sim = bio.Simulation(system, bio.LangevinMiddleIntegrator(300, 1.0, 0.002), result.positions, seed=1)
+    sim.reporters.append(bio.DCDReporter("trajectory.dcd", 500))
+    sim.step(10_000)
 """
 
-from .errors import BioError, ParameterizationError, StructureError, UnsupportedForceError
+from .constraints import Constraints
+from .errors import BioError, ConstraintError, ParameterizationError, StructureError, UnsupportedForceError
+from .integrators import LangevinMiddleIntegrator, State, VerletIntegrator
 from .io import read_structure
+from .minimize import MinimizationResult, minimize, positional_restraints
+from .reporters import CheckpointReporter, DCDReporter, PDBReporter, StateDataReporter
+from .simulation import Simulation
 from .system import System
 
-__all__ = ["BioError", "ParameterizationError", "StructureError", "UnsupportedForceError", "System",
-           "read_structure"]
+__all__ = ["BioError", "ConstraintError", "ParameterizationError", "StructureError", "UnsupportedForceError", "System",
+           "read_structure", "Constraints", "minimize", "MinimizationResult", "positional_restraints",
+           "VerletIntegrator", "LangevinMiddleIntegrator", "State", "Simulation", "StateDataReporter",
+           "PDBReporter", "DCDReporter", "CheckpointReporter"]

@@ -16,3 +16,7 @@ class ParameterizationError(BioError, ValueError):
 
 class UnsupportedForceError(BioError, NotImplementedError):
     """An OpenMM force (or a setting of one) that `bio` cannot turn into a torch energy term."""
+
+
+class ConstraintError(BioError, RuntimeError):
+    """Constraints (SHAKE/RATTLE/SETTLE) could not be satisfied, or a simulation blew up."""

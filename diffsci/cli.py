@@ -8,9 +8,12 @@ and is listed in ``SUBCOMMANDS`` as ``name -> (help, add_arguments, run)``; late
 import argparse
 import sys
 
-from diffsci import __version__
+from diffsci import __version__, mm
 
-SUBCOMMANDS: dict = {}
+SUBCOMMANDS: dict = {
+    "mm": ("molecular mechanics: minimize a structure or run dynamics (OpenMM force fields)", mm.add_arguments,
+           mm.run),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
