@@ -8,9 +8,11 @@ and is listed in ``SUBCOMMANDS`` as ``name -> (help, add_arguments, run)``; late
 import argparse
 import sys
 
-from diffsci import __version__, mm
+from diffsci import __version__, dft, mm
 
 SUBCOMMANDS: dict = {
+    "dft": ("Kohn-Sham DFT single point on an XYZ file (PySCF's functional and basis names)", dft.add_arguments,
+            dft.run),
     "mm": ("molecular mechanics: minimize a structure or run dynamics (OpenMM force fields)", mm.add_arguments,
            mm.run),
 }
