@@ -16,7 +16,8 @@ from ppl.reparam import LocScaleReparam
 
 
 def model(data=None):
-    x = ppl.sample("x", td.Normal(0.0, 1.0))
+    zero = torch.zeros(()) if data is None else data.new_zeros(())  # on the data's device and dtype
+    x = ppl.sample("x", td.Normal(zero, 1.0))
     with ppl.plate("data", 3):
         y = ppl.sample("y", td.Normal(x, 1.0), obs=data)
     return x, y
