@@ -5,12 +5,16 @@ are torch. Typical use::
 
     import dft
     mol = dft.Molecule("O 0 0 0.117; H 0 0.757 -0.470; H 0 -0.757 -0.470", basis="def2-svp")
-    energy = dft.RKS(mol, xc="b3lyp").kernel()  # Hartree
+    mf = dft.RKS(mol, xc="b3lyp")
+    energy = mf.kernel()  # Hartree; differentiable w.r.t. whatever upstream requires grad
+    mu = dft.dipole(mf)  # atomic units, through the implicit response of the density
 """
 
+from . import response
 from .errors import (BasisError, DFTError, MoleculeError, SCFNotConvergedError, SCFNotConvergedWarning)
 from .ks import RKS, UKS
 from .molecule import Molecule
+from .properties import density, dipole, homo_lumo_gap, polarizability
 
 __all__ = ["Molecule", "RKS", "UKS", "DFTError", "MoleculeError", "BasisError", "SCFNotConvergedError",
-           "SCFNotConvergedWarning"]
+           "SCFNotConvergedWarning", "density", "dipole", "homo_lumo_gap", "polarizability", "response"]

@@ -3,13 +3,17 @@
 All integrals are in atomic units (Hartree, Bohr) over the spherical AO basis of ``mol.pyscf``.
 Two-electron integrals come as the full 4-index tensor, its 4-fold packed form (Coulomb only), or a
 density-fitting factor B with (ij|kl) ~= sum_P B[P, i, j] B[P, k, l]; ``scf.get_jk`` accepts each.
+
+When ``mol.coords`` requires grad, every integral returned here is a differentiable function of it, to second
+order (forces, and Hessians by double backward), with derivatives from PySCF's derivative integrals
+(``dft.integral_grad``); otherwise it is a plain tensor.
 """
 
 import numpy as np
-import scipy.linalg
 import torch
 from pyscf import ao2mo, df, lib
 
+from . import integral_grad
 from .errors import DFTError
 
 # PySCF's threshold for dropping near-singular auxiliary combinations (df.incore.LINEAR_DEP_THR).
@@ -20,19 +24,25 @@ def _tensor(mol, array):
     return torch.as_tensor(np.ascontiguousarray(array), dtype=torch.float64).to(mol.device)
 
 
+def _one_electron(mol, name, derivative_names, centres=None):
+    value = _tensor(mol, mol.pyscf.intor_symmetric(name))
+    return integral_grad.attach(mol, value, lambda v: integral_grad.TwoCentreDerivatives(
+        mol.pyscf, v, derivative_names, centres))
+
+
 def overlap(mol):
     """Overlap S_ij = <i|j>, (nao, nao)."""
-    return _tensor(mol, mol.pyscf.intor_symmetric("int1e_ovlp"))
+    return _one_electron(mol, "int1e_ovlp", integral_grad.OVERLAP)
 
 
 def kinetic(mol):
     """Kinetic energy T_ij = <i|-1/2 nabla^2|j>, (nao, nao), Hartree."""
-    return _tensor(mol, mol.pyscf.intor_symmetric("int1e_kin"))
+    return _one_electron(mol, "int1e_kin", integral_grad.KINETIC)
 
 
 def nuclear_attraction(mol):
     """Electron-nuclear attraction V_ij = <i|-sum_A Z_A/|r - R_A||j>, (nao, nao), Hartree."""
-    return _tensor(mol, mol.pyscf.intor_symmetric("int1e_nuc"))
+    return _one_electron(mol, "int1e_nuc", integral_grad.RINV, integral_grad.nuclear_centres(mol.pyscf))
 
 
 def hcore(mol):
@@ -47,6 +57,7 @@ def eri(mol, max_memory=4000, packed=False):
         max_memory: largest tensor allowed, MB; above it use :func:`density_fit`.
         packed: return the 4-fold packed form (npair, npair), npair = nao (nao + 1) / 2, pairs (i >= j) in
             row-major lower-triangle order: a quarter of the memory, enough for Coulomb (pure functionals).
+            Its coordinate derivatives (when ``mol.coords`` requires grad) still go through full-size tensors.
 
     Returns:
         (nao, nao, nao, nao) tensor, or (npair, npair) when ``packed``.
@@ -59,7 +70,8 @@ def eri(mol, max_memory=4000, packed=False):
                        "use density_fit=True, or raise max_memory.")
     unique = mol.pyscf.intor("int2e", aosym="s8")
     # libcint computes the 8-fold unique integrals; unpacking is a fast C loop.
-    return _tensor(mol, lib.unpack_tril(unique) if packed else ao2mo.restore(1, unique, nao))
+    value = _tensor(mol, lib.unpack_tril(unique) if packed else ao2mo.restore(1, unique, nao))
+    return integral_grad.attach(mol, value, lambda v: integral_grad.ERIDerivatives(mol.pyscf, v, packed))
 
 
 def auxiliary_basis(mol, hybrid=True):
@@ -82,19 +94,24 @@ def density_fit(mol, auxbasis=None):
 
     Returns:
         (naux, nao, nao) tensor, Hartree^(1/2). As PySCF, a (P|Q) that is not positive definite falls back to
-        its eigen-decomposition with eigenvalues below 1e-7 dropped.
+        its eigen-decomposition with eigenvalues below 1e-7 dropped. The factorization is torch, so the
+        coordinate derivatives of (P|ij) and (P|Q) flow through it by autograd.
     """
     if auxbasis is None:
         auxbasis = auxiliary_basis(mol)
     auxmol = df.addons.make_auxmol(mol.pyscf, auxbasis)
     nao = mol.nao
-    j3c = df.incore.aux_e2(mol.pyscf, auxmol, "int3c2e", aosym="s1").reshape(nao * nao, -1).T
-    j2c = auxmol.intor("int2c2e", hermi=1)
-    try:
-        low = scipy.linalg.cholesky(j2c, lower=True)
-        factor = scipy.linalg.solve_triangular(low, j3c, lower=True)
-    except scipy.linalg.LinAlgError:
-        w, v = scipy.linalg.eigh(j2c)
+    j3c = _tensor(mol, df.incore.aux_e2(mol.pyscf, auxmol, "int3c2e", aosym="s1").transpose(2, 0, 1))
+    j3c = integral_grad.attach(mol, j3c, lambda v: integral_grad.ThreeCentreDerivatives(mol.pyscf, auxmol, v))
+    j2c = _tensor(mol, auxmol.intor("int2c2e", hermi=1))
+    j2c = integral_grad.attach(mol, j2c, lambda v: integral_grad.TwoCentreDerivatives(
+        auxmol, v, integral_grad.METRIC))
+    j3c = j3c.reshape(len(j2c), nao * nao)
+    low, info = torch.linalg.cholesky_ex(j2c)
+    if int(info) == 0:
+        factor = torch.linalg.solve_triangular(low, j3c, upper=False)
+    else:
+        w, v = torch.linalg.eigh(j2c)
         keep = w > AUX_LINDEP
-        factor = (v[:, keep] / np.sqrt(w[keep])).T @ j3c
-    return _tensor(mol, factor.reshape(-1, nao, nao))
+        factor = (v[:, keep] / w[keep].sqrt()).T @ j3c
+    return factor.reshape(-1, nao, nao)

@@ -1,8 +1,20 @@
 """Restricted and unrestricted Kohn-Sham (``RKS``, ``UKS``): thin classes around the functions of ``dft.scf``.
 
-A class holds the molecule, the functional and the integrals (tensors on the molecule's device, built once);
-``kernel()`` runs the SCF and stores its results on the object. Every step is a function in ``dft.scf`` that
-can be called on its own (``get_veff``, ``energy_elec``, ``eig``, ``make_rdm1``).
+A class holds the molecule, the functional, an optional uniform electric field and the integrals (tensors on
+the molecule's device, built once); ``kernel()`` runs the SCF and stores its results on the object. Every
+step is a function in ``dft.scf`` that can be called on its own (``get_veff``, ``energy_elec``, ``eig``,
+``make_rdm1``).
+
+Derivatives. ``kernel()`` converges without gradients, then returns the total energy as a torch scalar that
+is differentiable w.r.t. everything upstream that requires grad (integrals and so nuclear coordinates, the
+functional's parameters, the field). By default it uses the variational (Hellmann-Feynman/Lagrangian) form
+
+    E(D*, theta) - tr(W* S(theta)),  D* and W* (energy-weighted density matrix) held fixed,
+
+whose value is the SCF energy and whose first derivatives are exact at a converged SCF, at the cost of one
+energy evaluation. It is not enough for second derivatives (nuclear Hessian, polarizability): for those,
+``kernel(response=True)`` builds the energy from the density of ``dft.response.solve``, implicitly
+differentiated through the Kohn-Sham fixed point, so double backward is exact.
 """
 
 import warnings
@@ -13,15 +25,20 @@ from pyscf.scf import hf, uhf
 from . import integrals, scf
 from .errors import DFTError, SCFNotConvergedError, SCFNotConvergedWarning
 from .grids import Grid
+from .properties import check_fixed_nuclei, dipole_integrals, nuclear_dipole
+from .response import solve as solve_response
 from .xc import get_functional
 
 
 class _KohnSham:
     def __init__(self, mol, xc="lda,vwn", grid_level=3, density_fit=False, auxbasis=None, conv_tol=1e-9,
-                 max_cycle=50, level_shift=0.0, damp=0.0, diis_space=8, verbose=False, max_memory=4000):
+                 conv_tol_grad=None, max_cycle=50, level_shift=0.0, damp=0.0, diis_space=8, field=None,
+                 verbose=False, max_memory=4000):
         self.mol = mol
         self.functional = get_functional(xc)
+        self.field = _check_field(field, mol)
         self.conv_tol = conv_tol
+        self.conv_tol_grad = conv_tol_grad
         self.max_cycle = max_cycle
         self.level_shift = level_shift
         self.damp = damp
@@ -29,6 +46,7 @@ class _KohnSham:
         self.verbose = verbose
         self.overlap = integrals.overlap(mol)
         self.hcore = integrals.hcore(mol)
+        self.dipole_integrals = dipole_integrals(mol)
         hyb = self.functional.hyb
         pure = not torch.is_tensor(hyb) and hyb == 0
         if density_fit:
@@ -45,43 +63,86 @@ class _KohnSham:
         self.energy_components = {}
         self.cycles = 0
 
-    def get_veff(self, dm):
+    def get_hcore(self):
+        """Core Hamiltonian in the field F: T + V + sum_x F_x <i|r_x|j> (origin 0), (nao, nao), Hartree."""
+        if self.field is None:
+            return self.hcore
+        check_fixed_nuclei(self.mol, "an electric field")
+        return self.hcore + torch.einsum("x,xij->ij", self.field, self.dipole_integrals)
+
+    def energy_nuc(self):
+        """Nuclear energy (Hartree): repulsion, plus -F . sum_A Z_A R_A for the nuclei in the field."""
+        if self.field is None:
+            return self.mol.energy_nuc()
+        return self.mol.energy_nuc() - self.field @ nuclear_dipole(self.mol)
+
+    def get_veff(self, dm, potential=True):
         """Kohn-Sham potential and energy parts of density matrix ``dm`` (see ``scf.get_veff``)."""
-        return scf.get_veff(self.eri, dm, self.functional, self.grid)
+        return scf.get_veff(self.eri, dm, self.functional, self.grid, potential=potential)
+
+    def get_fock(self, dm):
+        """Kohn-Sham matrix H_core + V_eff of density matrix ``dm`` (shaped like ``dm``), Hartree."""
+        return self.get_hcore() + self.get_veff(dm).matrix
 
     def energy_tot(self, dm):
-        """Total energy (Hartree) of density matrix ``dm``: electronic + nuclear repulsion."""
-        e_elec, _ = scf.energy_elec(dm, self.hcore, self.get_veff(dm))
-        return e_elec + self.mol.energy_nuc()
+        """Total energy (Hartree) of density matrix ``dm``: electronic + nuclear (a torch function of ``dm``)."""
+        return self._energy_parts(dm)[0]
+
+    def _energy_parts(self, dm):
+        e_elec, parts = scf.energy_elec(dm, self.get_hcore(), self.get_veff(dm, potential=False))
+        e_nuc = self.energy_nuc()
+        return e_elec + e_nuc, {"nuclear": e_nuc, **parts}
 
     def make_rdm1(self, mo_coeff=None, mo_occ=None):
         """Density matrix of the given (default: converged) orbitals and occupations."""
         return scf.make_rdm1(self.mo_coeff if mo_coeff is None else mo_coeff,
                              self.mo_occ if mo_occ is None else mo_occ)
 
-    def kernel(self, dm0=None, strict=False):
+    def kernel(self, dm0=None, strict=False, response=False):
         """Run the SCF; return the total energy (torch scalar, Hartree).
+
+        When grad mode is on and an input requires grad (``mol.coords``, an integral, a parameter or buffer of
+        the functional, its ``hyb``, the field), the energy is differentiable w.r.t. it (see the module
+        docstring); otherwise it is a plain value and the SCF costs nothing extra.
 
         Args:
             dm0: initial density matrix (default: PySCF's minao guess).
             strict: raise :class:`dft.SCFNotConvergedError` instead of warning when not converged.
+            response: build the energy from the implicitly differentiated density (``dft.response.solve``)
+                so that second derivatives are exact too. The default variational form is exact for first
+                derivatives only (and cheaper: no adjoint solve in backward).
         """
         if dm0 is None:
             dm0 = self.init_guess()
-        result = scf.run_scf(self.hcore, self.overlap, self.get_veff, dm0, self._nelec(), self.mol.energy_nuc(),
-                             conv_tol=self.conv_tol, max_cycle=self.max_cycle, diis_space=self.diis_space,
-                             level_shift=self.level_shift, damp=self.damp, verbose=self.verbose)
+        result = scf.run_scf(self.get_hcore(), self.overlap, self.get_veff, dm0, self._nelec(), self.energy_nuc(),
+                             conv_tol=self.conv_tol, conv_tol_grad=self.conv_tol_grad, max_cycle=self.max_cycle,
+                             diis_space=self.diis_space, level_shift=self.level_shift, damp=self.damp,
+                             verbose=self.verbose)
         self.converged = result.converged
-        self.e_tot = result.e_tot
         self.mo_energy, self.mo_coeff, self.mo_occ = result.mo_energy, result.mo_coeff, result.mo_occ
-        self.energy_components = result.energy_components
         self.cycles = result.cycles
         if not result.converged:
-            message = scf.not_converged_message(result.history, self.max_cycle, self.conv_tol)
+            message = scf.not_converged_message(result.history, self.max_cycle, self.conv_tol, self.conv_tol_grad)
             if strict:
                 raise SCFNotConvergedError(message)
             warnings.warn(message, SCFNotConvergedWarning, stacklevel=2)
+        if response:
+            self.e_tot, self.energy_components = self._energy_parts(solve_response(self).dm)
+        elif self._differentiable():
+            e_tot, self.energy_components = self._energy_parts(result.dm)
+            # Value zero; its derivative is the overlap (Pulay) term -tr(W dS) of the Lagrangian.
+            w = scf.make_rdm1e(result.mo_energy, result.mo_coeff, result.mo_occ)
+            self.e_tot = e_tot - (w * (self.overlap - self.overlap.detach())).sum()
+        else:
+            self.e_tot, self.energy_components = result.e_tot, result.energy_components
         return self.e_tot
+
+    def _differentiable(self):
+        """Whether grad mode is on and some input of the SCF requires grad."""
+        functional = self.functional
+        inputs = [self.mol.coords, self.hcore, self.overlap, self.eri, self.field, functional.hyb,
+                  *functional.parameters(), *functional.buffers()]
+        return torch.is_grad_enabled() and any(torch.is_tensor(t) and t.requires_grad for t in inputs)
 
     def __repr__(self):
         return f"{type(self).__name__}({self.mol!r}, xc={self.functional.name!r})"
@@ -97,8 +158,12 @@ class RKS(_KohnSham):
         grid_level: PySCF grid level (3 is PySCF's default).
         density_fit: use density fitting with the auxiliary basis PySCF's ``mf.density_fit()`` chooses (J-fit for
             pure functionals, JK-fit for hybrids; see ``integrals.auxiliary_basis``), or ``auxbasis``.
-        conv_tol: energy-change threshold, Hartree; the orbital gradient must also be below sqrt(conv_tol).
+        conv_tol: energy-change threshold, Hartree; the orbital gradient must also be below conv_tol_grad.
         max_cycle, diis_space, level_shift (Hartree), damp: SCF controls, PySCF's meaning and defaults.
+        conv_tol_grad: orbital-gradient threshold (default sqrt(conv_tol)).
+        field: uniform electric field F, (3,) tensor (or sequence), atomic units (Hartree/(e Bohr)); adds
+            F . r (origin 0) to H_core and -F . sum_A Z_A R_A to the nuclear energy, so that the dipole moment
+            is -dE/dF (PySCF's finite-field convention; ``dft.dipole``). It may require grad.
         verbose: show a progress bar (cycle, energy, error).
         max_memory: MB allowed for the ERI tensor; half of it for AO values cached on the grid.
 
@@ -133,3 +198,14 @@ class UKS(_KohnSham):
     def init_guess(self):
         """PySCF's minao guess split between spins (with PySCF's spin-symmetry breaking for singlets)."""
         return torch.as_tensor(uhf.init_guess_by_minao(self.mol.pyscf), dtype=torch.float64).to(self.mol.device)
+
+
+def _check_field(field, mol):
+    """The field as a (3,) float64 tensor on the molecule's device (None stays None)."""
+    if field is None:
+        return None
+    field = torch.as_tensor(field, dtype=torch.float64, device=mol.device)
+    if field.shape != (3,) or not bool(torch.isfinite(field).all()):
+        raise DFTError(f"field must be a finite (3,) tensor (Ex, Ey, Ez) in atomic units, got "
+                       f"{tuple(field.shape)} {field.detach().cpu().tolist()}.")
+    return field

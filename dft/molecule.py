@@ -103,7 +103,9 @@ class Molecule:
 
     Attributes:
         symbols: element symbols, length natm.
-        coords: (natm, 3) float64 tensor of nuclear positions, Bohr.
+        coords: (natm, 3) float64 tensor of nuclear positions, Bohr. Set ``coords.requires_grad_()`` to
+            differentiate integrals (and energies built from them) with respect to it; to move the atoms, make
+            a new molecule with :meth:`with_coords` rather than editing ``coords`` in place.
         nuclear_charges: (natm,) float64 tensor, elementary charges.
         pyscf: the PySCF ``Mole`` (built once; basis, integrals and grids come from it).
 
@@ -151,7 +153,7 @@ class Molecule:
     def _check_geometry(self):
         if len(self.symbols) < 2:
             return
-        distance = torch.cdist(self.coords, self.coords)
+        distance = torch.cdist(self.coords.detach(), self.coords.detach())
         distance.fill_diagonal_(float("inf"))
         closest = distance.min()
         if closest < MIN_DISTANCE:
@@ -197,6 +199,36 @@ class Molecule:
         i, j = torch.triu_indices(self.natm, self.natm, offset=1, device=self.device)
         r = (self.coords[i] - self.coords[j]).norm(dim=-1)
         return (self.nuclear_charges[i] * self.nuclear_charges[j] / r).sum()
+
+    def with_coords(self, coords):
+        """The same molecule (atoms, basis, charge, spin) at other nuclear positions.
+
+        This is how positions change (geometry optimization, finite differences, derivatives): ``coords`` is
+        never edited in place, because the PySCF ``Mole`` that integrals and grids come from holds the
+        geometry it was built with. Here it is rebuilt at the new positions (same basis; no re-parsing).
+
+        Args:
+            coords: (natm, 3) tensor of positions, Bohr. Kept as is, autograd graph included: integrals of the
+                new molecule are differentiable functions of it when it requires grad.
+
+        Raises:
+            MoleculeError: wrong shape, non-finite values, or atoms on top of each other.
+        """
+        if not torch.is_tensor(coords):
+            coords = torch.as_tensor(coords, dtype=torch.float64, device=self.device)
+        if coords.shape != (self.natm, 3):
+            raise MoleculeError(f"with_coords: expected ({self.natm}, 3) coordinates (Bohr) for {self!r}, "
+                                f"got shape {tuple(coords.shape)}.")
+        values = coords.detach().to("cpu", torch.float64).numpy()
+        if not math.isfinite(float(values.sum())):
+            raise MoleculeError(f"with_coords: coordinates of {self!r} are not finite; fix the geometry.")
+        moved = object.__new__(Molecule)
+        moved.__dict__.update(self.__dict__)
+        moved.coords = coords
+        moved.nuclear_charges = self.nuclear_charges.to(coords.device)
+        moved._check_geometry()
+        moved.pyscf = self.pyscf.set_geom_(values, unit="bohr", inplace=False)
+        return moved
 
     def to(self, device):
         """The same molecule with ``coords`` on ``device`` (the PySCF ``Mole`` is shared)."""

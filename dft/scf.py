@@ -13,7 +13,7 @@ Conventions (atomic units throughout):
 
 Every energy here is a torch function of the density matrix and the integrals, so it can be differentiated.
 The SCF loop itself (:func:`run_scf`) runs without gradients: derivatives of converged results are taken at
-the fixed point, not through the iterations.
+the fixed point, not through the iterations (``dft.ks`` for energies, ``dft.response`` for everything else).
 """
 
 import math
@@ -31,6 +31,12 @@ OVERLAP_LINDEP = 1e-6
 def make_rdm1(mo_coeff, mo_occ):
     """Density matrix sum_p occ_p C_ip C_jp: (..., nao, nmo), (..., nmo) -> (..., nao, nao)."""
     return (mo_coeff * mo_occ.unsqueeze(-2)) @ mo_coeff.transpose(-1, -2)
+
+
+def make_rdm1e(mo_energy, mo_coeff, mo_occ):
+    """Energy-weighted density matrix W = sum_p occ_p e_p C_ip C_jp, Hartree: (..., nmo), (..., nao, nmo),
+    (..., nmo) -> (..., nao, nao). dE/dS = -W at a converged SCF (the Pulay/overlap term of gradients)."""
+    return make_rdm1(mo_coeff, mo_occ * mo_energy)
 
 
 def get_jk(eri, dm, with_k=True):
@@ -81,8 +87,10 @@ def get_jk(eri, dm, with_k=True):
     return vj, vk
 
 
-def _density(ao, dm, gga):
-    """rho (..., Nb) and, for GGAs, grad rho (..., 3, Nb) of density matrices ``dm`` (..., nao, nao)."""
+def eval_rho(ao, dm, gga=False):
+    """Electron density on grid points from AO values ``ao`` (1 or 4, Nb, nao) and density matrices ``dm``
+    (..., nao, nao): ``(rho, grad_rho)`` with rho (..., Nb) in bohr^-3 and, when ``gga``, grad rho (..., 3, Nb)
+    in bohr^-4 (else None)."""
     half = ao[0] @ dm  # (..., Nb, nao)
     # Row-wise dot products of every AO component with ``half``; einsum avoids (4, Nb, nao) temporaries.
     values = torch.einsum("xgi,...gi->...xg", ao if gga else ao[:1], half)
@@ -93,7 +101,7 @@ def _density(ao, dm, gga):
 def _xc_block(xc, weights, ao, dm):
     """E_xc (Hartree) of one grid block."""
     gga = xc.family != "lda"
-    rho, grad = _density(ao, dm, gga)
+    rho, grad = eval_rho(ao, dm, gga)
     if dm.ndim == 2:
         sigma = (grad * grad).sum(0) if gga else None
         e = xc(rho, sigma, spin=0)
@@ -138,13 +146,13 @@ def get_vxc(xc, grid, dm):
 class Veff(NamedTuple):
     """Two-electron + XC potential and its energy parts (Hartree)."""
 
-    matrix: torch.Tensor  # (nao, nao) restricted or (2, nao, nao) unrestricted
+    matrix: torch.Tensor | None  # (nao, nao) restricted or (2, nao, nao) unrestricted; None if not asked for
     coulomb: torch.Tensor  # 1/2 tr(D J)
     exact_exchange: torch.Tensor  # -hyb/4 tr(D K) restricted; -hyb/2 sum_s tr(D_s K_s) unrestricted
     xc: torch.Tensor  # semi-local E_xc
 
 
-def get_veff(eri, dm, xc, grid=None):
+def get_veff(eri, dm, xc, grid=None, potential=True):
     """Kohn-Sham potential J - hyb K + V_xc and its energies.
 
     Args:
@@ -152,6 +160,8 @@ def get_veff(eri, dm, xc, grid=None):
         dm: (nao, nao) total or (2, nao, nao) spin density matrices.
         xc: XC functional; its ``hyb`` (a float or a tensor) scales exact exchange.
         grid: :class:`dft.grids.Grid`, or None when the functional has no semi-local part (Hartree-Fock).
+        potential: False for the energies only (``matrix`` is then None): E_xc without V_xc, which saves the
+            autograd pass over the grid when only the energy of a fixed density is wanted.
     """
     hyb = xc.hyb
     restricted = dm.ndim == 2
@@ -166,10 +176,12 @@ def get_veff(eri, dm, xc, grid=None):
         veff = veff - scale * vk
         e_exx = -0.5 * scale * (dm * vk).sum()
     e_xc = dm.new_zeros(())
-    if grid is not None:
+    if grid is not None and not potential:
+        e_xc = xc_energy(xc, grid, dm)
+    elif grid is not None:
         e_xc, vxc = get_vxc(xc, grid, dm)
         veff = veff + vxc
-    return Veff(veff, e_coul, e_exx, e_xc)
+    return Veff(veff if potential else None, e_coul, e_exx, e_xc)
 
 
 def energy_elec(dm, hcore, veff):
@@ -193,24 +205,26 @@ def orthogonalizer(s):
 
 
 def eig(fock, x):
-    """Solve F C = S C e through the orthogonalizer ``x`` of S.
-
-    Note: ``inference.implicit.eigh`` (degeneracy-safe derivatives) is not available yet; the SCF loop runs
-    without gradients, so ``torch.linalg.eigh`` is used.
+    """Solve F C = S C e through the orthogonalizer ``x`` of S (the SCF loop's eigensolver, without gradients;
+    ``dft.response`` differentiates the eigenproblem with ``inference.implicit.eigh``).
 
     Args:
         fock: (..., nao, nao) Hartree.
         x: (nao, nmo) from :func:`orthogonalizer`.
 
     Returns:
-        ``(mo_energy, mo_coeff)``: (..., nmo) ascending, Hartree; (..., nao, nmo) with the largest-magnitude
-        coefficient of each orbital positive (PySCF's phase convention).
+        ``(mo_energy, mo_coeff)``: (..., nmo) ascending, Hartree; (..., nao, nmo) in :func:`fix_phase`'s
+        convention.
     """
     e, c = torch.linalg.eigh(x.transpose(-1, -2) @ fock @ x)
-    c = x @ c
-    biggest = c.abs().argmax(-2, keepdim=True)
-    c = c * torch.gather(c, -2, biggest).sign()
-    return e, c
+    return e, fix_phase(x @ c)
+
+
+def fix_phase(mo_coeff):
+    """Orbitals (..., nao, nmo) with the largest-magnitude coefficient of each made positive (PySCF's
+    convention); the sign is a constant for derivatives."""
+    biggest = mo_coeff.abs().argmax(-2, keepdim=True)
+    return mo_coeff * torch.gather(mo_coeff, -2, biggest).sign()
 
 
 def get_occ(mo_energy, nelec):
@@ -356,10 +370,12 @@ def run_scf(hcore, s, veff_fn, dm0, nelec, e_nuc, conv_tol=1e-9, conv_tol_grad=N
     return SCFResult(converged, e_tot, mo_energy, mo_coeff, mo_occ, dm, components, len(history), history)
 
 
-def not_converged_message(history, max_cycle, conv_tol):
+def not_converged_message(history, max_cycle, conv_tol, conv_tol_grad=None):
     """What to tell the user about an SCF that stopped at ``max_cycle``: the last cycles and what to try."""
+    if conv_tol_grad is None:
+        conv_tol_grad = math.sqrt(conv_tol)
     first = len(history) - len(history[-3:]) + 1
     last = "; ".join(f"cycle {first + i}: E={e:.10f} dE={d:.2e} |g|={g:.2e}"
                      for i, (e, d, g) in enumerate(history[-3:]))
     return (f"SCF not converged in {max_cycle} cycles (conv_tol={conv_tol:g}, orbital gradient < "
-            f"{math.sqrt(conv_tol):g}); last cycles: {last}. Try level_shift=0.3, damp=0.5, or a larger max_cycle.")
+            f"{conv_tol_grad:g}); last cycles: {last}. Try level_shift=0.3, damp=0.5, or a larger max_cycle.")
