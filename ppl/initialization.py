@@ -50,7 +50,7 @@ def init_to_uniform(site=None, radius=2.0):
 
 def init_to_median(site=None, num_samples=15):
     """The elementwise median of ``num_samples`` prior draws (uniform initialization where the prior cannot be
-    sampled)."""
+    sampled, or where the elementwise median leaves the support, e.g. a simplex)."""
     if site is None:
         return functools.partial(init_to_median, num_samples=num_samples)
     if not _is_continuous_latent(site):
@@ -61,7 +61,10 @@ def init_to_median(site=None, num_samples=15):
         draws = _prior_draw(site, (num_samples,))
     except NotImplementedError:
         return init_to_uniform(site)
-    return draws.median(dim=0).values
+    median = draws.median(dim=0).values
+    if not bool(site["fn"].support.check(median).all()):
+        return init_to_uniform(site)
+    return median
 
 
 def init_to_sample(site=None):

@@ -123,20 +123,28 @@ class ParamStore:
         self._unconstrained.clear()
         self._constraints.clear()
 
-    def save(self, path):
-        """Write the unconstrained values and constraint names to ``path`` with ``torch.save``."""
-        state = {
+    def get_state(self):
+        """The store as plain data (Pyro's name): ``{"params": {name: unconstrained tensor (detached)},
+        "constraints": {name: constraint spec}}``, safe for ``torch.save``/``torch.load(weights_only=True)``."""
+        return {
             "params": {name: value.detach() for name, value in self._unconstrained.items()},
             "constraints": {name: _constraint_to_spec(c, name) for name, c in self._constraints.items()},
         }
-        torch.save(state, path)
+
+    def set_state(self, state):
+        """Add (replacing same-named ones) the parameters of a :meth:`get_state` dict; the stored tensors are
+        copies, so the store never aliases ``state``."""
+        for name, value in state["params"].items():
+            self._unconstrained[name] = value.detach().clone().requires_grad_(True)
+            self._constraints[name] = _constraint_from_spec(state["constraints"][name])
+
+    def save(self, path):
+        """Write :meth:`get_state` to ``path`` with ``torch.save``."""
+        torch.save(self.get_state(), path)
 
     def load(self, path, map_location=None):
         """Add (replacing same-named ones) the parameters saved in ``path``; loads with ``weights_only=True``."""
-        state = torch.load(path, map_location=map_location, weights_only=True)
-        for name, value in state["params"].items():
-            self._unconstrained[name] = value.requires_grad_(True)
-            self._constraints[name] = _constraint_from_spec(state["constraints"][name])
+        self.set_state(torch.load(path, map_location=map_location, weights_only=True))
 
 
 _PARAM_STORE = ParamStore()

@@ -24,21 +24,28 @@ def max_plate_nesting(model_trace):
     return max((len(site["fn"].batch_shape) for site in model_trace.values() if site["type"] == "sample"), default=0)
 
 
-def _num_samples(samples):
+def _num_samples(samples, num_samples=None):
     sizes = {value.shape[0] for value in samples.values()}
+    if num_samples is not None:
+        sizes.add(num_samples)
     if len(sizes) != 1:
-        raise ModelError(f"vectorized_trace: the samples need one common leading size, got sizes {sorted(sizes)}.")
+        raise ModelError(
+            "vectorized_trace: the samples (and num_samples) need one common leading size, got sizes "
+            f"{sorted(sizes)}; with no samples give num_samples."
+        )
     return sizes.pop()
 
 
-def vectorized_trace(model, samples, model_args=(), model_kwargs=None, name="_num_samples"):
+def vectorized_trace(model, samples, model_args=(), model_kwargs=None, name="_num_samples", num_samples=None):
     """Run ``model`` once with ``samples`` substituted, vectorized over their leading dimension.
 
     Args:
         model: a model function.
-        samples: a non-empty dict of site values, each of shape ``(S,) + site shape`` (e.g. posterior draws).
+        samples: a dict of site values, each of shape ``(S,) + site shape`` (e.g. posterior draws); may be
+            empty when ``num_samples`` is given (draws from the prior).
         model_args, model_kwargs: the model's arguments.
         name: the name of the outer plate.
+        num_samples: ``S``; None to take it from ``samples``.
 
     Returns:
         ``(trace, shapes)``: the trace of the vectorized run (its sites have batch shapes
@@ -47,7 +54,7 @@ def vectorized_trace(model, samples, model_args=(), model_kwargs=None, name="_nu
         ordinary run, so that ``trace[site]["value"]`` broadcasts to ``(S, 1, ..., 1) + shapes[site]``.
     """
     model_kwargs = model_kwargs or {}
-    num_samples = _num_samples(samples)
+    num_samples = _num_samples(samples, num_samples)
     prototype = _prototype(model, model_args, model_kwargs)
     nesting = max_plate_nesting(prototype)
     reshaped = {}
@@ -75,16 +82,16 @@ def vectorized_trace(model, samples, model_args=(), model_kwargs=None, name="_nu
     return model_trace, shapes
 
 
-def vectorized_values(model, samples, model_args=(), model_kwargs=None, return_sites=None):
+def vectorized_values(model, samples, model_args=(), model_kwargs=None, return_sites=None, num_samples=None):
     """The values of the sample and deterministic sites of ``model`` for each draw in ``samples``, from one
     vectorized run (:func:`vectorized_trace`).
 
     Returns:
         a dict of tensors of shape ``(S,) + site shape``, for ``return_sites`` (names) or, when None, every
-        sample and deterministic site that is not in ``samples``.
+        sample and deterministic site that is not in ``samples``. ``num_samples`` as in :func:`vectorized_trace`.
     """
-    model_trace, shapes = vectorized_trace(model, samples, model_args, model_kwargs)
-    num_samples = _num_samples(samples)
+    num_samples = _num_samples(samples, num_samples)
+    model_trace, shapes = vectorized_trace(model, samples, model_args, model_kwargs, num_samples=num_samples)
     if return_sites is None:
         return_sites = [site_name for site_name in shapes if site_name not in samples]
     values = {}

@@ -197,6 +197,18 @@ def test_init_strategies():
     assert draws.shape == (3, 10) and not torch.equal(draws[0], draws[1])
 
 
+def test_init_to_median_stays_in_non_elementwise_supports():
+    """The elementwise median of Dirichlet draws is off the simplex: init_to_median then falls back to uniform."""
+
+    def model():
+        ppl.sample("w", td.Dirichlet(torch.ones(3, dtype=torch.float64)))
+
+    for _ in range(5):
+        w = handlers.trace(handlers.substitute(model, substitute_fn=ppl.init_to_median)).get_trace()["w"]["value"]
+        assert torch.isclose(w.sum(), torch.tensor(1.0, dtype=torch.float64)) and (w > 0).all()
+    assert ppl.Potential(model, init_strategy=ppl.init_to_median).initial_params().shape == (2,)
+
+
 def test_init_retries_until_finite_and_names_failing_sites():
     def walled():
         x = ppl.sample("x", td.Normal(0.0, 1.0))
