@@ -8,7 +8,7 @@ Models are Python functions written with the primitives (``sample``, ``param``, 
 from ppl import constraints, distributions, handlers, reparam, transforms
 from ppl.errors import ModelError, PPLError
 from ppl.initialization import init_to_median, init_to_sample, init_to_uniform, init_to_value
-from ppl.log_density import LatentSite, Potential, log_density
+from ppl.log_density import LatentSite, Potential, log_density, unvalidated
 from ppl.params import ParamStore, clear_param_store, get_param_store
 from ppl.primitives import deterministic, factor, module, param, plate, sample
 from ppl.vectorize import max_plate_nesting, vectorized_trace, vectorized_values
@@ -38,6 +38,7 @@ __all__ = [
     "reparam",
     "sample",
     "transforms",
+    "unvalidated",
     "vectorized_trace",
     "vectorized_values",
 ]

@@ -82,7 +82,7 @@ class _Unconstrain(Messenger):
 
 
 @contextlib.contextmanager
-def _unvalidated():
+def unvalidated():
     """Distribution argument validation off: parameters outside their support then give NaN or infinite
     log-densities (a divergence to a sampler) instead of exceptions, and vmap works (validation branches on
     tensor values in Python). Observed data is validated once, when the potential is set up."""
@@ -96,7 +96,7 @@ def _unvalidated():
 
 def _evaluate(fn, argument, batched):
     """``fn(argument)``, or ``torch.func.vmap(fn)(argument)`` over a leading batch dimension, unvalidated."""
-    with _unvalidated():
+    with unvalidated():
         return torch.func.vmap(fn, randomness="different")(argument) if batched else fn(argument)
 
 
@@ -233,7 +233,7 @@ class Potential:
         """
         if num_chains is not None:
             return torch.stack([self.initial_params(max_tries=max_tries) for _ in range(num_chains)])
-        with _unvalidated():
+        with unvalidated():
             return self._find_initial_params(max_tries)
 
     def _find_initial_params(self, max_tries):

@@ -28,7 +28,7 @@ import torch
 from inference.errors import InferenceError
 from ppl.distributions import Delta, kl_divergence
 from ppl.handlers import block, replay, site_log_prob, trace
-from ppl.log_density import _unvalidated
+from ppl.log_density import unvalidated
 from ppl.primitives import Messenger, plate
 from ppl.vectorize import max_plate_nesting
 
@@ -99,7 +99,7 @@ class ELBO:
         self._checked = False
 
     def _validation(self):
-        return _unvalidated() if self._checked else contextlib.nullcontext()
+        return unvalidated() if self._checked else contextlib.nullcontext()
 
     def _guess_max_plate_nesting(self, model, guide, args, kwargs):
         with block(), torch.no_grad():

@@ -21,7 +21,7 @@ import torch.utils._pytree as pytree
 from inference.errors import InferenceError
 from inference.vi.elbo import Trace_ELBO, TraceMeanField_ELBO, _ParamNames
 from ppl.handlers import block, substitute
-from ppl.log_density import _unvalidated
+from ppl.log_density import unvalidated
 from ppl.params import get_param_store
 from ppl.primitives import param
 from ppl.transforms import biject_to
@@ -84,7 +84,7 @@ class _Compiled:
                 full[index] = tensor
             args, kwargs = pytree.tree_unflatten(full, spec)
             values = {name: transform(tensor) for name, transform, tensor in zip(names, transforms, unconstrained)}
-            with block(), _unvalidated():
+            with block(), unvalidated():
                 elbo, surrogate = self._estimate(
                     substitute(model, data=values), substitute(guide, data=values), args, kwargs
                 )
