@@ -14,6 +14,7 @@ Without a cutoff the list is all N(N-1)/2 pairs minus the excluded ones, built o
 import torch
 
 from .terms.geometry import minimum_image
+from .terms.pairwise import PairCache, PairDistance
 
 DEFAULT_SKIN = 0.1  # nm
 _CHUNK_ELEMENTS = 1 << 21  # candidate pairs examined at once while building
@@ -43,6 +44,7 @@ class NeighborList:
         self.builds = 0  # how many times the list was (re)built
         self._reference = self._box = None
         self._skin = skin  # the skin of the current list (smaller in boxes too small for the full one)
+        self._shifts = PairCache()  # image vectors of the pairs for the last box
 
     def __call__(self, positions, box=None):
         """Pairs (2, P) long for positions (..., N, 3) nm (a batch gives the union of its lists)."""
@@ -52,22 +54,25 @@ class NeighborList:
             self._build(positions, box)
         return self.pairs
 
-    def displacements(self, positions, box=None):
-        """(pairs (2, P), vectors (..., P, 3) nm from atom i to the nearest image of atom j).
+    def distances(self, positions, box=None):
+        """(pairs (2, P), distances (..., P) nm from atom i to the nearest image of atom j), differentiable
+        with respect to positions and box (see `terms.pairwise.PairDistance`).
 
-        Periodic images are those found when the list was built (fixed until the next rebuild, which any
-        move beyond skin/2 triggers), so no per-call minimum-image reduction is needed; within the cutoff
-        they are OpenMM's minimum images.
+        For one conformation the periodic images are those found when the list was built (fixed until the next
+        rebuild, which any move beyond skin/2 triggers), so no per-call minimum-image reduction is needed; within
+        the cutoff they are OpenMM's minimum images. A batch takes each conformation's minimum images.
         """
         pairs = self(positions, box)
         i, j = pairs
-        d = positions.index_select(-2, j) - positions.index_select(-2, i)
-        if self.periodic:
-            if self.images is not None and positions.dim() == 2:
-                d = d + self.images @ box
-            else:
-                d = minimum_image(d, box.unsqueeze(-3))
-        return pairs, d
+        shift = None
+        if self.periodic and self.images is not None and positions.dim() == 2:
+            shift = self._shifts(pairs, (box,), lambda: self.images @ box)
+        elif self.periodic:
+            with torch.no_grad():
+                d = positions.index_select(-2, j) - positions.index_select(-2, i)
+                images = torch.round((minimum_image(d, box.unsqueeze(-3)) - d) @ torch.linalg.inv(box))
+            shift = images @ box
+        return pairs, PairDistance.apply(positions, i, j, shift)
 
     def _needs_rebuild(self, positions, box):
         if self.pairs is None or self.pairs.device != positions.device:
@@ -106,7 +111,7 @@ class NeighborList:
             self._reference = positions.detach().clone()
             self._box = box.detach().clone() if self.periodic else None
         if excluded.numel():
-            pairs = pairs[:, ~torch.isin(pair_keys(pairs, self.n_atoms), excluded)]
+            pairs = pairs[:, ~_member(pair_keys(pairs, self.n_atoms), excluded)]
         self.pairs = pairs
         self.images = None
         if self.periodic and positions.dim() == 2:
@@ -191,6 +196,14 @@ class NeighborList:
     def _reach2(self):
         # Squared search radius, with a margin so single-precision rounding never drops a pair within reach.
         return (self.cutoff + self._skin + 1e-4) ** 2
+
+
+def _member(keys, excluded):
+    """keys (P,) that occur in `excluded` (K,), by binary search in the sorted exclusions: O(P log K), much
+    faster than torch.isin, which sorts all P + K keys."""
+    excluded = torch.sort(excluded).values
+    at = torch.searchsorted(excluded, keys).clamp(max=excluded.numel() - 1)
+    return excluded.index_select(0, at) == keys
 
 
 def _widths(box):

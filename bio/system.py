@@ -6,6 +6,8 @@ Energies are plain differentiable functions of positions (nm) and those paramete
 autograd.
 """
 
+import os
+
 import numpy as np
 import openmm.app as app
 import openmm.unit as unit
@@ -101,6 +103,9 @@ class System:
         implicit_solvent: None or an OpenMM model name: 'OBC2' (OpenMM's built-in GBSAOBCForce), 'HCT', 'OBC1',
         'GBn' or 'GBn2' (CustomGBForces). cutoff: nm.
         """
+        for path in (prmtop, inpcrd):
+            if path is not None and not os.path.isfile(path):
+                raise StructureError(f"{path}: no such file.")
         try:
             parm = app.AmberPrmtopFile(str(prmtop))
             coordinates = app.AmberInpcrdFile(str(inpcrd)) if inpcrd is not None else None

@@ -26,7 +26,7 @@ from openmm.app.internal import customgbforces
 from ..constants import COULOMB
 from ..errors import UnsupportedForceError
 from ..neighbors import NeighborList
-from .geometry import displacement
+from .pairwise import PairCache, PairFunction
 from .tables import discrete_2d_table
 from .units import strip
 
@@ -42,25 +42,130 @@ def hct_integral(r, offset_radius_i, scaled_radius_j, buried_term=False):
     r, offset_radius_i (or_i), scaled_radius_j (sr_j) broadcastable tensors in nm. `buried_term` adds the
     GBSAOBCForce correction for atom i lying entirely inside atom j's scaled sphere (or_i < sr_j - r).
     """
-    upper = r + scaled_radius_j
-    lower = torch.maximum(offset_radius_i, (r - scaled_radius_j).abs())
-    inverse_upper, inverse_lower = 1 / upper, 1 / lower
-    integral = 0.5 * (inverse_lower - inverse_upper
-                      + 0.25 * (r - scaled_radius_j**2 / r) * (inverse_upper**2 - inverse_lower**2)
-                      + 0.5 * torch.log(lower * inverse_upper) / r)
-    if buried_term:
-        integral = integral + torch.where(offset_radius_i < scaled_radius_j - r,
-                                          1 / offset_radius_i - inverse_lower, torch.zeros_like(r))
-    return torch.where(offset_radius_i < upper, integral, torch.zeros_like(r))
+    return _hct_integral(r, offset_radius_i, scaled_radius_j, buried_term, derivative=False)[0]
+
+
+def _hct_integral(r, offset_radius_i, scaled_radius_j, buried_term, derivative):
+    """(`hct_integral`, its derivative with respect to r or None)."""
+    s = scaled_radius_j
+    upper = r + s
+    difference = r - s
+    lower = torch.maximum(offset_radius_i, difference.abs())
+    inverse_r, inverse_upper, inverse_lower = 1 / r, 1 / upper, 1 / lower
+    u2, l2 = inverse_upper * inverse_upper, inverse_lower * inverse_lower
+    log_ratio = torch.log(lower * inverse_upper)
+    integral = 0.5 * (inverse_lower - inverse_upper + 0.25 * (r - s * s * inverse_r) * (u2 - l2)
+                      + 0.5 * log_ratio * inverse_r)
+    # Masks as multiplications (every value is finite for r > 0): torch.where is several times slower on CPU.
+    overlaps = (offset_radius_i < upper).to(r.dtype)
+    buried = (offset_radius_i < -difference).to(r.dtype) if buried_term else None
+    if buried is not None:
+        integral = integral + buried * (1 / offset_radius_i - inverse_lower)
+    integral = integral * overlaps
+    if not derivative:
+        return integral, None
+    # d lower / d r: 0 where lower = or_i, else the sign of r - s_j.
+    d_lower = (difference.abs() > offset_radius_i).to(r.dtype) * torch.sign(difference)
+    d_inverse_lower = -d_lower * l2
+    d_integral = 0.5 * (d_inverse_lower + u2 + 0.25 * (1 + s * s * inverse_r * inverse_r) * (u2 - l2)
+                        + 0.5 * (r - s * s * inverse_r) * (-u2 * inverse_upper - d_inverse_lower * inverse_lower)
+                        + 0.5 * (d_lower * inverse_lower - inverse_upper - log_ratio * inverse_r) * inverse_r)
+    if buried is not None:
+        d_integral = d_integral - buried * d_inverse_lower
+    return integral, d_integral * overlaps
 
 
 def neck_integral(r, radius_i, radius_j, m0, d0):
     """The GBn/GBn2 neck integral per pair, 1/nm (before the model's neck scale): r, radii R_i, R_j (nm) and the
     tabulated m0 (1/nm), d0 (nm) of the pair."""
+    return _neck_integral(r, radius_i, radius_j, m0, d0, derivative=False)[0]
+
+
+def _neck_integral(r, radius_i, radius_j, m0, d0, derivative):
+    """(`neck_integral`, its derivative with respect to r or None)."""
     x = r - d0
     x2 = x * x
-    value = m0 / (1 + 100 * x2 + 0.3e6 * x2 * x2 * x2)
-    return torch.where(r <= radius_i + radius_j + NECK_CUT, value, torch.zeros_like(value))
+    x4 = x2 * x2
+    inverse = 1 / (1 + 100 * x2 + 0.3e6 * x4 * x2)
+    within = (r <= radius_i + radius_j + NECK_CUT).to(r.dtype)
+    value = m0 * inverse * within
+    if not derivative:
+        return value, None
+    return value, -value * inverse * x * (200 + 1.8e6 * x4)
+
+
+class BornIntegral:
+    """Atom j's contribution to atom i's Born sum (HCT integral plus, for GBn/GBn2, the scaled neck
+    integral), zero beyond the cutoff, per pair, 1/nm; a pair function for `PairFunction`.
+
+    Inputs: r (..., P) nm, or_i, sr_j (P,) nm and, with a neck, R_i, R_j (P,) nm, m0 (P,) 1/nm, d0 (P,) nm.
+    """
+
+    fast = 1
+
+    def __init__(self, buried_term=False, neck_scale=None, cutoff=None):
+        self.buried_term, self.neck_scale, self.cutoff = buried_term, neck_scale, cutoff
+
+    def value(self, r, *parameters):
+        return self.value_and_derivatives(r, *parameters, derivatives=False)[0]
+
+    def value_and_derivatives(self, r, offset_radius_i, scaled_radius_j, *neck, derivatives=True):
+        value, d_r = _hct_integral(r, offset_radius_i, scaled_radius_j, self.buried_term, derivatives)
+        if self.neck_scale is not None:
+            neck_value, neck_d_r = _neck_integral(r, *neck, derivatives)
+            value = value + self.neck_scale * neck_value
+            d_r = d_r + self.neck_scale * neck_d_r if derivatives else None
+        if self.cutoff is not None:
+            within = (r <= self.cutoff).to(r.dtype)
+            value = value * within
+            d_r = d_r * within if derivatives else None
+        return value, (d_r,) if derivatives else ()
+
+
+class GBPair:
+    """The pair part of the GB energy, -(1/eps_in - exp(-kappa f)/eps_out) qq (1/f - 1/r_c) with
+    f = sqrt(r^2 + B_i B_j exp(-r^2 / (4 B_i B_j))), zero beyond the cutoff r_c (no 1/r_c term without one),
+    per pair, kJ/mol; a pair function for `PairFunction`.
+
+    Inputs: r (..., P) nm, Born radii B_i, B_j (..., P) nm, qq (P,) = C q_i q_j kJ nm/mol.
+    """
+
+    fast = 3
+
+    def __init__(self, solute_dielectric, solvent_dielectric, kappa=0.0, cutoff=None):
+        self.inverse_solute, self.inverse_solvent = 1 / solute_dielectric, 1 / solvent_dielectric
+        self.kappa, self.cutoff = kappa, cutoff
+
+    def value(self, r, born_i, born_j, qq):
+        return self.value_and_derivatives(r, born_i, born_j, qq, derivatives=False)[0]
+
+    def value_and_derivatives(self, r, born_i, born_j, qq, derivatives=True):
+        bb = born_i * born_j
+        r2 = r * r
+        ratio = r2 / (4 * bb)
+        e = torch.exp(-ratio)
+        f = torch.sqrt(r2 + bb * e)
+        inverse_f = 1 / f
+        kernel = inverse_f if self.cutoff is None else inverse_f - 1 / self.cutoff
+        if self.kappa == 0:
+            factor = -(self.inverse_solute - self.inverse_solvent) * qq
+        else:
+            screened = torch.exp(-self.kappa * f) * self.inverse_solvent
+            factor = -(self.inverse_solute - screened) * qq
+        value = factor * kernel
+        within = None if self.cutoff is None else (r <= self.cutoff).to(r.dtype)
+        if within is not None:
+            value = value * within
+        if not derivatives:
+            return value, ()
+        d_f = -factor * inverse_f * inverse_f  # d value / d f
+        if self.kappa != 0:
+            d_f = d_f - qq * self.kappa * screened * kernel
+        if within is not None:
+            d_f = d_f * within
+        d_r = d_f * r * (4 - e) * 0.25 * inverse_f
+        d_bb = d_f * e * (1 + ratio) * 0.5 * inverse_f
+        return value, (d_r, d_bb * born_j, d_bb * born_i)
 
 
 def born_radii(born_sum, offset_radius, radius, coefficients):
@@ -76,56 +181,54 @@ def born_radii(born_sum, offset_radius, radius, coefficients):
     return 1 / (1 / offset_radius - torch.tanh(psi * (a - psi * (b - c * psi))) / radius)
 
 
-def gb_energy(positions, pairs, charge, radius, scale, *, offset, coefficients, coulomb, solute_dielectric,
-              solvent_dielectric, kappa=0.0, neck=None, ace=None, ace_only_positive=False, buried_term=False,
-              cutoff=None, box=None):
-    """Generalized Born energy (...,) kJ/mol (see the module docstring).
-
-    positions (..., N, 3) nm; pairs (2, P) with i < j (all pairs, or a neighbour list of those within the
-    cutoff); charge (N,) e; radius (N,) nm; scale (N,); offset nm; coefficients: see `born_radii`;
-    neck: None or (scale, table index (N,) long, m0 (T, T) 1/nm, d0 (T, T) nm); ace: surface-energy prefactor
-    in kJ/mol/nm^2 (None: no surface term); kappa: Debye screening, 1/nm; cutoff nm or None.
-    """
+def gb_pair_parameters(pairs, charge, radius, scale, *, offset, coulomb, neck=None):
+    """Per-pair inputs of the GB pair functions for pairs (2, P): a dict with 'to_i' and 'to_j' (the
+    `BornIntegral` parameters of atom j's contribution to atom i and of i's to j) and 'qq' = C q_i q_j."""
     i, j = pairs
-    r = torch.linalg.vector_norm(displacement(positions, i, j, box), dim=-1)
     offset_radius = radius - offset
     scaled = scale * offset_radius
     or_i, or_j = offset_radius.index_select(0, i), offset_radius.index_select(0, j)
-    to_i = hct_integral(r, or_i, scaled.index_select(0, j), buried_term)
-    to_j = hct_integral(r, or_j, scaled.index_select(0, i), buried_term)
+    sr_i, sr_j = scaled.index_select(0, i), scaled.index_select(0, j)
+    to_i, to_j = [or_i, sr_j], [or_j, sr_i]
     if neck is not None:
-        neck_scale, index, m0, d0 = neck
+        _, index, m0, d0 = neck
         size = m0.shape[1]
         forward = index.index_select(0, i) * size + index.index_select(0, j)
         backward = index.index_select(0, j) * size + index.index_select(0, i)
         m0, d0 = m0.reshape(-1), d0.reshape(-1)
         radius_i, radius_j = radius.index_select(0, i), radius.index_select(0, j)
-        to_i = to_i + neck_scale * neck_integral(r, radius_i, radius_j, m0.index_select(0, forward),
-                                                 d0.index_select(0, forward))
-        to_j = to_j + neck_scale * neck_integral(r, radius_j, radius_i, m0.index_select(0, backward),
-                                                 d0.index_select(0, backward))
-    within = r <= cutoff if cutoff is not None else None
-    if within is not None:
-        to_i = torch.where(within, to_i, torch.zeros_like(to_i))
-        to_j = torch.where(within, to_j, torch.zeros_like(to_j))
-    born_sum = torch.zeros(positions.shape[:-1], dtype=positions.dtype, device=positions.device)
-    born_sum = born_sum.index_add(-1, i, to_i).index_add(-1, j, to_j)
+        to_i += [radius_i, radius_j, m0.index_select(0, forward), d0.index_select(0, forward)]
+        to_j += [radius_j, radius_i, m0.index_select(0, backward), d0.index_select(0, backward)]
+    return {"to_i": to_i, "to_j": to_j, "qq": coulomb * charge.index_select(0, i) * charge.index_select(0, j)}
+
+
+def gb_energy(r, pairs, charge, radius, scale, *, offset, coefficients, coulomb, solute_dielectric,
+              solvent_dielectric, kappa=0.0, neck=None, ace=None, ace_only_positive=False, buried_term=False,
+              cutoff=None, pair_parameters=None):
+    """Generalized Born energy (...,) kJ/mol (see the module docstring).
+
+    r (..., P) nm: distances of the pairs (2, P) with i < j (all pairs, or a neighbour list of those within the
+    cutoff); charge (N,) e; radius (N,) nm; scale (N,); offset nm; coefficients: see `born_radii`;
+    neck: None or (scale, table index (N,) long, m0 (T, T) 1/nm, d0 (T, T) nm); ace: surface-energy prefactor
+    in kJ/mol/nm^2 (None: no surface term); kappa: Debye screening, 1/nm; cutoff nm or None;
+    pair_parameters: `gb_pair_parameters` of these inputs, when the caller has them already.
+    """
+    i, j = pairs
+    if pair_parameters is None:
+        pair_parameters = gb_pair_parameters(pairs, charge, radius, scale, offset=offset, coulomb=coulomb, neck=neck)
+    integral = BornIntegral(buried_term, None if neck is None else neck[0], cutoff)
+    born_sum = torch.zeros(*r.shape[:-1], charge.shape[0], dtype=r.dtype, device=r.device)
+    born_sum = born_sum.index_add(-1, i, PairFunction.apply(integral, r, *pair_parameters["to_i"]))
+    born_sum = born_sum.index_add(-1, j, PairFunction.apply(integral, r, *pair_parameters["to_j"]))
+    offset_radius = radius - offset
     born = born_radii(born_sum, offset_radius, radius, coefficients)
 
-    def screening(x):
-        factor = 1 / solute_dielectric - 1 / solvent_dielectric if kappa == 0 else \
-            1 / solute_dielectric - torch.exp(-kappa * x) / solvent_dielectric
-        return -coulomb * factor
-
-    energy = (0.5 * screening(born) * charge**2 / born).sum(-1)
-    bb = born.index_select(-1, i) * born.index_select(-1, j)
-    r2 = r * r
-    f = torch.sqrt(r2 + bb * torch.exp(-r2 / (4 * bb)))
-    inverse = 1 / f if cutoff is None else 1 / f - 1 / cutoff
-    pair = screening(f) * (charge.index_select(0, i) * charge.index_select(0, j)) * inverse
-    if within is not None:
-        pair = torch.where(within, pair, torch.zeros_like(pair))
-    energy = energy + pair.sum(-1)
+    screening = -coulomb * (1 / solute_dielectric - (1 if kappa == 0 else torch.exp(-kappa * born))
+                            / solvent_dielectric)
+    energy = (0.5 * screening * charge**2 / born).sum(-1)
+    pair = GBPair(solute_dielectric, solvent_dielectric, kappa, cutoff)
+    energy = energy + PairFunction.apply(pair, r, born.index_select(-1, i), born.index_select(-1, j),
+                                         pair_parameters["qq"]).sum(-1)
     if ace is not None:
         surface = ace * (radius + PROBE_RADIUS) ** 2 * (radius / born) ** 6
         if ace_only_positive:
@@ -152,6 +255,7 @@ class GBSAOBCForce:
                            "scale": values[:, 2].clone()}
         self.cutoff, self.periodic = _cutoff_setting(force.getNonbondedMethod(), force)
         self.pairs = NeighborList(len(values), self.cutoff, periodic=self.periodic)
+        self.pair_cache = PairCache()
         ace = 4 * torch.pi * strip(force.getSurfaceAreaEnergy())
         self.settings = dict(offset=0.009, coefficients=(1.0, 0.8, 4.85), coulomb=COULOMB,
                              solute_dielectric=force.getSoluteDielectric(),
@@ -160,8 +264,9 @@ class GBSAOBCForce:
 
     def energy(self, positions, parameters, box=None):
         box = box if self.periodic else None
-        return gb_energy(positions, self.pairs(positions, box), parameters["charge"], parameters["radius"],
-                         parameters["scale"], box=box, **self.settings)
+        pairs, r = self.pairs.distances(positions, box)
+        return gb_energy(r, pairs, parameters["charge"], parameters["radius"], parameters["scale"],
+                         pair_parameters=_cached_pair_parameters(self, pairs, parameters), **self.settings)
 
 
 # OpenMM's Amber GB models: generator class, Born-radius coefficients (None: HCT; "per atom": GBn2's alpha,
@@ -246,6 +351,7 @@ class AmberCustomGBForce:
                                         f"distance; build the force with {MODELS[self.model][0].__name__}"
                                         "(cutoff=...).")
         self.pairs = NeighborList(n, self.cutoff, periodic=self.periodic)
+        self.pair_cache = PairCache()
         self.coefficients = None if coefficients == "per atom" else coefficients
         self.settings = dict(offset=offset, coulomb=CUSTOM_GB_COULOMB, solute_dielectric=settings["soluteDielectric"],
                              solvent_dielectric=settings["solventDielectric"], kappa=settings["kappa"],
@@ -256,8 +362,18 @@ class AmberCustomGBForce:
         coefficients = self.coefficients
         if "alpha" in parameters:
             coefficients = (parameters["alpha"], parameters["beta"], parameters["gamma"])
-        return gb_energy(positions, self.pairs(positions, box), parameters["charge"], parameters["radius"],
-                         parameters["scale"], coefficients=coefficients, neck=self.neck, box=box, **self.settings)
+        pairs, r = self.pairs.distances(positions, box)
+        return gb_energy(r, pairs, parameters["charge"], parameters["radius"], parameters["scale"],
+                         coefficients=coefficients, neck=self.neck,
+                         pair_parameters=_cached_pair_parameters(self, pairs, parameters, self.neck), **self.settings)
+
+
+def _cached_pair_parameters(term, pairs, parameters, neck=None):
+    """`gb_pair_parameters` of a GB term, kept in the term's PairCache while pairs and parameters are unchanged."""
+    values = (parameters["charge"], parameters["radius"], parameters["scale"])
+    settings = term.settings
+    return term.pair_cache(pairs, values, lambda: gb_pair_parameters(
+        pairs, *values, offset=settings["offset"], coulomb=settings["coulomb"], neck=neck))
 
 
 def _parameter_names(force):

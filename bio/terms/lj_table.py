@@ -6,7 +6,6 @@ import torch
 
 from ..errors import UnsupportedForceError
 from ..neighbors import NeighborList, pair_keys
-from .geometry import displacement
 from .nonbonded import switching_function
 from .tables import discrete_2d_table
 from .units import strip
@@ -57,8 +56,7 @@ class LennardJonesTableForce:
         self.n_types = self.parameters["acoef"].shape[1]
 
     def energy(self, positions, parameters, box=None):
-        i, j = self.pairs(positions, box)
-        r = torch.linalg.vector_norm(displacement(positions, i, j, box if self.periodic else None), dim=-1)
+        (i, j), r = self.pairs.distances(positions, box if self.periodic else None)
         types = self.types.index_select(0, i) * self.n_types + self.types.index_select(0, j)
         inv6 = r ** -6
         e = (parameters["acoef"].reshape(-1).index_select(0, types) * inv6 * inv6

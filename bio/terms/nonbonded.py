@@ -27,6 +27,7 @@ from ..constants import COULOMB
 from ..errors import UnsupportedForceError
 from ..neighbors import NeighborList, pair_keys
 from .geometry import displacement
+from .pairwise import PairCache, PairFunction
 from .pme import ReciprocalSpace, pme_parameters
 from .units import strip
 
@@ -41,7 +42,14 @@ _METHODS = {
 def switching_function(r, switch_distance, cutoff):
     """OpenMM's switch 1 - 10 t^3 + 15 t^4 - 6 t^5, t = (r - r_s)/(r_c - r_s), for r > r_s; 1 below."""
     t = ((r - switch_distance) / (cutoff - switch_distance)).clamp(min=0)
-    return 1 + t**3 * (-10 + t * (15 - 6 * t))
+    return 1 + t * t * t * (-10 + t * (15 - 6 * t))
+
+
+def switching_derivative(r, switch_distance, cutoff):
+    """d/dr of `switching_function`, 1/nm."""
+    width = cutoff - switch_distance
+    t = ((r - switch_distance) / width).clamp(min=0)
+    return t * t * (-30 + t * (60 - 30 * t)) / width
 
 
 def lennard_jones(r, sigma, epsilon):
@@ -106,90 +114,76 @@ def dispersion_correction(sigma, epsilon, members, counts, cutoff, volume, switc
     return 8 * n * n * math.pi * total / pairs / volume
 
 
-class PairEnergy(torch.autograd.Function):
-    """sum over pairs of LJ(r) S(r) + qq K(r) for r <= cutoff, (...,) kJ/mol, with analytic derivatives.
+class NonbondedPair:
+    """The pair energy LJ(r) S(r) + qq K(r) for r <= cutoff (0 beyond), per pair, kJ/mol, for `PairFunction`.
 
-    Inputs: r (..., P) nm; qq (P,) = C q_i q_j; sigma (P,) nm; epsilon (P,) kJ/mol; `kernel`, a `CoulombKernel`
-    (K, the cutoff and switching S). Fusing the pair arithmetic into one forward and one backward pass is
-    several times faster than autograd's per-operation graph over millions of pairs. The backward is written
-    with differentiable torch operations, so higher derivatives (Hessians, force matching) still work.
+    Inputs: r (..., P) nm; qq (P,) = C q_i q_j; sigma (P,) nm; epsilon (P,) kJ/mol. K is the Coulomb kernel of
+    the nonbonded method (1/r; reaction field 1/r + k_rf r^2 - c_rf; Ewald erfc(alpha r)/r) and S the
+    Lennard-Jones switching function (switch distance or None).
     """
 
-    @staticmethod
-    def forward(ctx, r, qq, sigma, epsilon, kernel):
-        ctx.kernel = kernel
-        ctx.save_for_backward(r, qq, sigma, epsilon)
-        inverse = 1 / r
-        s6 = (sigma * inverse) ** 6
-        energy = 4 * epsilon * (s6 * s6 - s6) * kernel.switch(r) + qq * kernel.coulomb(r, inverse)
-        return kernel.within(r, energy).sum(-1)
-
-    @staticmethod
-    def backward(ctx, grad):
-        r, qq, sigma, epsilon = ctx.saved_tensors
-        kernel = ctx.kernel
-        grad = grad.unsqueeze(-1)
-        inverse = 1 / r
-        u = sigma * inverse
-        u5 = u**5
-        s6 = u5 * u
-        switch = kernel.switch(r)
-        grads = [None] * 5
-        if ctx.needs_input_grad[0]:
-            lj = 4 * epsilon * (s6 * s6 - s6)
-            d_lj = 4 * epsilon * (6 * s6 - 12 * s6 * s6) * inverse
-            d_r = d_lj * switch + lj * kernel.switch_derivative(r) + qq * kernel.coulomb_derivative(r, inverse)
-            grads[0] = grad * kernel.within(r, d_r)
-        per_pair = {1: lambda: kernel.coulomb(r, inverse),
-                    2: lambda: 4 * epsilon * u5 * (12 * s6 - 6) * inverse * switch,
-                    3: lambda: 4 * (s6 * s6 - s6) * switch}
-        for k, derivative in per_pair.items():
-            if ctx.needs_input_grad[k]:  # sum the batch dimensions away: parameters are shared
-                grads[k] = kernel.within(r, grad * derivative()).reshape(-1, *qq.shape).sum(0)
-        return tuple(grads)
-
-
-class CoulombKernel:
-    """The Coulomb kernel K(r) of a nonbonded method (1/r; reaction field 1/r + k_rf r^2 - c_rf; Ewald
-    erfc(alpha r)/r), its cutoff (nm or None) and the Lennard-Jones switching S(r) (switch distance or None)."""
+    fast = 1  # derivatives with respect to r are computed in forward
 
     def __init__(self, cutoff=None, switch_distance=None, reaction_field=None, alpha=None):
         self.cutoff, self.switch_distance = cutoff, switch_distance
         self.reaction_field, self.alpha = reaction_field, alpha
 
-    def coulomb(self, r, inverse):
-        if self.alpha is not None:
-            return torch.special.erfc(self.alpha * r) * inverse
-        if self.reaction_field is not None:
-            k_rf, c_rf = self.reaction_field
-            return inverse + k_rf * r * r - c_rf
-        return inverse
+    def value(self, r, qq, sigma, epsilon):
+        return self.value_and_derivatives(r, qq, sigma, epsilon, derivatives=False)[0]
 
-    def coulomb_derivative(self, r, inverse):
+    def value_and_derivatives(self, r, qq, sigma, epsilon, derivatives=True):
+        inverse = 1 / r
+        s2 = sigma * inverse
+        s2 = s2 * s2
+        s6 = s2 * s2 * s2
+        lj = 4 * epsilon * (s6 * s6 - s6)
+        if self.alpha is not None:
+            erfc = torch.special.erfc(self.alpha * r)
+            coulomb = erfc * inverse
+        elif self.reaction_field is not None:
+            k_rf, c_rf = self.reaction_field
+            coulomb = inverse + k_rf * r * r - c_rf
+        else:
+            coulomb = inverse
+        energy = qq * coulomb
+        switch = None
+        if self.switch_distance is not None:
+            switch = switching_function(r, self.switch_distance, self.cutoff)
+            energy = energy + lj * switch
+        else:
+            energy = energy + lj
+        within = None if self.cutoff is None else (r <= self.cutoff).to(r.dtype)
+        if within is not None:
+            energy = energy * within
+        if not derivatives:
+            return energy, ()
+        # d/dr of 4 eps (s^12 - s^6) and of the Coulomb kernel
+        d_lj = 24 * epsilon * (s6 - 2 * s6 * s6) * inverse
         if self.alpha is not None:
             ar = self.alpha * r
-            return -(torch.special.erfc(ar) * inverse
-                     + 2 * self.alpha / math.sqrt(math.pi) * torch.exp(-ar * ar)) * inverse
-        if self.reaction_field is not None:
-            return 2 * self.reaction_field[0] * r - inverse * inverse
-        return -inverse * inverse
+            d_coulomb = -(erfc + 2 / math.sqrt(math.pi) * ar * torch.exp(-ar * ar)) * inverse * inverse
+        elif self.reaction_field is not None:
+            d_coulomb = 2 * self.reaction_field[0] * r - inverse * inverse
+        else:
+            d_coulomb = -inverse * inverse
+        d_r = qq * d_coulomb
+        if switch is not None:
+            d_r = d_r + d_lj * switch + lj * switching_derivative(r, self.switch_distance, self.cutoff)
+        else:
+            d_r = d_r + d_lj
+        if within is not None:
+            d_r = d_r * within
+        return energy, (d_r,)
 
-    def switch(self, r):
-        if self.switch_distance is None:
-            return 1.0
-        return switching_function(r, self.switch_distance, self.cutoff)
 
-    def switch_derivative(self, r):
-        if self.switch_distance is None:
-            return 0.0
-        width = self.cutoff - self.switch_distance
-        t = ((r - self.switch_distance) / width).clamp(min=0)
-        return t * t * (-30 + t * (60 - 30 * t)) / width
-
-    def within(self, r, values):
-        if self.cutoff is None:
-            return values
-        return torch.where(r <= self.cutoff, values, torch.zeros_like(values))
+def combined_parameters(pairs, charge, sigma, epsilon):
+    """Per-pair C q_i q_j (kJ nm/mol), Lorentz-Berthelot sigma_ij = (s_i + s_j)/2 (nm) and epsilon_ij =
+    sqrt(eps_i eps_j) (kJ/mol) for pairs (2, P) from per-particle (N,) parameters."""
+    i, j = pairs
+    sqrt_eps = torch.sqrt(epsilon)
+    return (COULOMB * charge.index_select(0, i) * charge.index_select(0, j),
+            0.5 * (sigma.index_select(0, i) + sigma.index_select(0, j)),
+            sqrt_eps.index_select(0, i) * sqrt_eps.index_select(0, j))
 
 
 def excluded_reciprocal_energy(r, qq, alpha):
@@ -260,7 +254,8 @@ class NonbondedForce:
                 alpha, grid = pme_parameters(self.cutoff, default_box, force.getEwaldErrorTolerance())
             self.reciprocal = ReciprocalSpace(alpha, grid, COULOMB, device, dtype)
             self.excluded = torch.stack([excluded // n, excluded % n]).to(device)
-        self.kernel = CoulombKernel(self.cutoff, self.switch_distance, reaction_field, self.alpha)
+        self.pair = NonbondedPair(self.cutoff, self.switch_distance, reaction_field, self.alpha)
+        self._pair_parameters = PairCache()
         self.dispersion = None
         if self.periodic and force.getUseDispersionCorrection():
             self.dispersion = tuple(t.to(device) for t in dispersion_classes(values[:, 1], values[:, 2]))
@@ -275,13 +270,11 @@ class NonbondedForce:
 
     def energy(self, positions, parameters, box=None):
         p = parameters
-        (i, j), d = self.pairs.displacements(positions, box if self.periodic else None)
-        r = torch.linalg.vector_norm(d, dim=-1)
-        sqrt_eps = torch.sqrt(p["epsilon"])
-        sigma, charge = p["sigma"], p["charge"]
-        energy = PairEnergy.apply(r, COULOMB * charge.index_select(0, i) * charge.index_select(0, j),
-                                  0.5 * (sigma.index_select(0, i) + sigma.index_select(0, j)),
-                                  sqrt_eps.index_select(0, i) * sqrt_eps.index_select(0, j), self.kernel)
+        pairs, r = self.pairs.distances(positions, box if self.periodic else None)
+        charge = p["charge"]
+        qq, sigma, epsilon = self._pair_parameters(pairs, (charge, p["sigma"], p["epsilon"]),
+                                                   lambda: combined_parameters(pairs, charge, p["sigma"], p["epsilon"]))
+        energy = PairFunction.apply(self.pair, r, qq, sigma, epsilon).sum(-1)
 
         a, b = self.exceptions
         r14 = torch.linalg.vector_norm(displacement(positions, a, b), dim=-1)

@@ -123,3 +123,23 @@ def test_excluded_pairs_are_never_listed_and_no_cutoff_lists_all_pairs():
 def test_periodic_list_needs_a_box():
     with pytest.raises(ValueError, match="pass the box"):
         NeighborList(10, cutoff=0.5, periodic=True)(torch.zeros(10, 3, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("shape", ["cube", "triclinic"])
+def test_distances_are_minimum_image_distances_for_one_conformation_and_a_batch(shape):
+    box = torch.tensor([[3.0, 0, 0], [0, 3.2, 0], [0, 0, 2.9]], dtype=torch.float64)
+    if shape == "triclinic":
+        box = torch.tensor([[3.0, 0, 0], [1.0, 3.0, 0], [-1.2, 1.4, 2.8]], dtype=torch.float64)
+    positions = _gas(300, 4.0, seed=9) - 0.5
+    neighbors = NeighborList(300, cutoff=0.8, skin=0.1, periodic=True)
+    from bio.terms.geometry import distance
+    (i, j), r = neighbors.distances(positions, box)  # images found at the build
+    torch.testing.assert_close(r, distance(positions, i, j, box), rtol=1e-12, atol=1e-12)
+    moved = positions + 0.02  # 0.035 nm, within skin/2: the same list and images
+    (i, j), r = neighbors.distances(moved, box)
+    assert neighbors.builds == 1
+    close = r <= 0.8
+    torch.testing.assert_close(r[close], distance(moved, i, j, box)[close], rtol=1e-12, atol=1e-12)
+    batch = torch.stack([positions, moved])
+    (i, j), r = neighbors.distances(batch, box)
+    torch.testing.assert_close(r, distance(batch, i, j, box), rtol=1e-12, atol=1e-12)

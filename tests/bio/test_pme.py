@@ -11,7 +11,8 @@ import scipy.interpolate
 import torch
 
 import bio
-from bio.terms.nonbonded import CoulombKernel, PairEnergy
+from bio.terms.nonbonded import NonbondedPair
+from bio.terms.pairwise import PairFunction
 from bio.terms.pme import bspline_weights, pme_parameters
 from bio_reference import VILLIN_IN_WATER, assert_matches_openmm, openmm_reference, perturbed
 
@@ -109,18 +110,22 @@ def test_bspline_weights_are_scipys_cardinal_bsplines():
     np.testing.assert_allclose(ours.numpy(), expected, rtol=1e-12, atol=1e-14)
 
 
-@pytest.mark.parametrize("kernel", [CoulombKernel(), CoulombKernel(0.9, 0.7, reaction_field=(0.4, 1.3)),
-                                    CoulombKernel(0.9, alpha=3.2)], ids=["plain", "reaction-field", "ewald"])
-def test_pair_energy_gradients_pass_gradcheck(kernel):
+@pytest.mark.parametrize("pair", [NonbondedPair(), NonbondedPair(0.9, 0.7, reaction_field=(0.4, 1.3)),
+                                  NonbondedPair(0.9, alpha=3.2)], ids=["plain", "reaction-field", "ewald"])
+def test_nonbonded_pair_gradients_pass_gradcheck(pair):
+    """The fused pair energy: first derivatives from forward (positions only) and through autograd
+    (parameters too), second derivatives through autograd, against finite differences."""
     generator = torch.Generator().manual_seed(0)
     r = (0.25 + 0.8 * torch.rand(2, 12, generator=generator, dtype=torch.float64)).requires_grad_(True)
     qq = torch.randn(12, generator=generator, dtype=torch.float64).requires_grad_(True)
     sigma = (0.2 + 0.1 * torch.rand(12, generator=generator, dtype=torch.float64)).requires_grad_(True)
     epsilon = torch.rand(12, generator=generator, dtype=torch.float64).requires_grad_(True)
+
     def function(*inputs):
-        return PairEnergy.apply(*inputs, kernel)
+        return PairFunction.apply(pair, *inputs)
 
     assert torch.autograd.gradcheck(function, (r, qq, sigma, epsilon))
+    assert torch.autograd.gradcheck(function, (r, qq.detach(), sigma.detach(), epsilon.detach()))  # fast path
     assert torch.autograd.gradgradcheck(function, (r, qq, sigma, epsilon))
 
 

@@ -1,9 +1,6 @@
 """bio.System against OpenMM's Reference platform: every energy component and the forces, for proteins in
 implicit solvent, CHARMM36 (CMAP) and a periodic water box; batching; construction paths and errors."""
 
-import glob
-import os
-
 import numpy as np
 import openmm
 import openmm.app as app
@@ -116,21 +113,6 @@ def test_float32_energies_close_to_float64():
     system32 = bio.System.from_pdb(ALANINE_DIPEPTIDE, dtype=torch.float32)
     assert system32.energy(system32.positions).dtype == torch.float32
     assert abs(system32.energy(system32.positions).item() - system64.energy(system64.positions).item()) < 1e-2
-
-
-def test_amber_prmtop_matches_openmm():
-    import openmm as package  # prmtop test files would ship inside an installed package
-
-    site = os.path.dirname(os.path.dirname(package.__file__))
-    prmtops = sorted(glob.glob(os.path.join(site, "**", "*.prmtop"), recursive=True))
-    if not prmtops:
-        pytest.skip("no AMBER prmtop file ships with the installed packages (openmmtools is not installed)")
-    prmtop = prmtops[0]
-    inpcrd = next((p for p in (prmtop[:-7] + ".inpcrd", prmtop[:-7] + ".rst7") if os.path.exists(p)), None)
-    if inpcrd is None:
-        pytest.skip(f"{prmtop} has no matching inpcrd/rst7 file")
-    system = bio.System.from_amber(prmtop, inpcrd, implicit_solvent="OBC2")
-    assert_matches_openmm(system)
 
 
 # ---- errors --------------------------------------------------------------------------------------------

@@ -11,7 +11,9 @@ from openmm.app.internal.customgbforces import GBSAOBC2Force
 
 import bio
 from bio.terms import geometry
-from bio.terms.gbsa import AmberCustomGBForce, gb_energy
+from bio.terms import pairwise
+from bio.terms.gbsa import AmberCustomGBForce, BornIntegral, GBPair, gb_energy
+from bio.terms.pairwise import PairCache, PairDistance, PairFunction
 from bio.terms.units import strip
 from bio_reference import ALANINE_DIPEPTIDE, assert_matches_openmm, openmm_reference
 
@@ -57,7 +59,8 @@ def test_builtin_gbsaobc_atom_buried_in_a_scaled_sphere(device):
     ours = bio.System.from_openmm(system, positions=positions.cpu().numpy(), device=device)
     assert_matches_openmm(ours, positions)
     term = ours.terms["GBSAOBCForce"]
-    without = gb_energy(positions, term.pairs(positions), **term.parameters, **{**term.settings, "buried_term": False})
+    pairs, r = term.pairs.distances(positions)
+    without = gb_energy(r, pairs, **term.parameters, **{**term.settings, "buried_term": False})
     assert abs(without.item() - ours.energy(positions).item()) > 1e-3  # the test exercises the correction
 
 
@@ -194,3 +197,106 @@ def test_geometry_keeps_batch_dimensions(name):
     single = torch.stack([getattr(geometry, name)(p, *atoms[:count]) for p in positions])
     assert batched.shape == (5, 2)
     torch.testing.assert_close(batched, single)
+
+
+# ---- fused pair kernels ----------------------------------------------------------------------------------
+
+
+def _random(generator, *shape, low=0.0, high=1.0):
+    return (low + (high - low) * torch.rand(*shape, generator=generator, dtype=torch.float64)).requires_grad_(True)
+
+
+@pytest.mark.parametrize("neck", [False, True], ids=["hct", "neck"])
+@pytest.mark.parametrize("cutoff", [None, 0.6])
+def test_born_integral_gradients_pass_gradcheck(neck, cutoff):
+    """Both branches of the HCT integral (lower limit or_i or |r - sr_j|, atom i buried or not), the neck
+    integral and the cutoff: forward-mode derivatives, parameter gradients and second derivatives."""
+    generator = torch.Generator().manual_seed(1)
+    r = _random(generator, 2, 16, low=0.05, high=0.8)
+    inputs = [r, _random(generator, 16, low=0.05, high=0.2), _random(generator, 16, low=0.05, high=0.3)]
+    if neck:
+        inputs += [_random(generator, 16, low=0.1, high=0.2), _random(generator, 16, low=0.1, high=0.2),
+                   _random(generator, 16, low=0.5, high=3.0), _random(generator, 16, low=0.2, high=0.5)]
+    integral = BornIntegral(buried_term=True, neck_scale=0.8 if neck else None, cutoff=cutoff)
+
+    def function(*inputs):
+        return PairFunction.apply(integral, *inputs)
+
+    assert torch.autograd.gradcheck(function, inputs)
+    assert torch.autograd.gradcheck(function, [r] + [x.detach() for x in inputs[1:]])  # positions-only fast path
+    assert torch.autograd.gradgradcheck(function, inputs)
+
+
+@pytest.mark.parametrize("kappa, cutoff", [(0.0, None), (0.9, 0.8)], ids=["plain", "salt-cutoff"])
+def test_gb_pair_gradients_pass_gradcheck(kappa, cutoff):
+    generator = torch.Generator().manual_seed(2)
+    inputs = [_random(generator, 2, 12, low=0.2, high=1.0), _random(generator, 2, 12, low=0.1, high=0.4),
+              _random(generator, 2, 12, low=0.1, high=0.4), _random(generator, 12, low=-50.0, high=50.0)]
+    pair = GBPair(1.0, 78.5, kappa, cutoff)
+
+    def function(*inputs):
+        return PairFunction.apply(pair, *inputs)
+
+    assert torch.autograd.gradcheck(function, inputs)
+    assert torch.autograd.gradcheck(function, inputs[:3] + [inputs[3].detach()])
+    assert torch.autograd.gradgradcheck(function, inputs)
+
+
+@pytest.mark.parametrize("periodic", [False, True])
+def test_pair_distance_gradients_pass_gradcheck(periodic):
+    generator = torch.Generator().manual_seed(3)
+    positions = _random(generator, 2, 6, 3, high=1.5)
+    i, j = torch.triu_indices(6, 6, 1)
+    shift = None
+    if periodic:  # image vectors from a box that requires grad (the virial)
+        box = (2.0 * torch.eye(3, dtype=torch.float64) + 0.1 * torch.rand(3, 3, generator=generator,
+                                                                           dtype=torch.float64).tril(-1))
+        images = torch.randint(-1, 2, (i.numel(), 3), generator=generator).to(torch.float64)
+        shift = images @ box.requires_grad_(True)
+
+    def function(positions, shift):
+        return PairDistance.apply(positions, i, j, shift)
+
+    assert torch.autograd.gradcheck(function, (positions, shift))
+    assert torch.autograd.gradgradcheck(function, (positions, shift))
+
+
+def test_chunked_pair_kernels_equal_whole_arrays(monkeypatch, dipeptide):
+    """Energies and forces computed piece by piece (as for large systems) equal whole-array evaluation."""
+    topology, positions = dipeptide
+    system = bio.System.from_openmm(app.ForceField("amber14-all.xml", "implicit/gbn2.xml").createSystem(topology),
+                                    topology, positions)
+    batch = torch.stack([system.positions, system.positions + 0.01])
+    whole = system.energy(batch), system.forces(batch)
+    monkeypatch.setattr(pairwise, "CHUNK_ELEMENTS", 16)  # 231 pairs in many pieces
+    chunked = system.energy(batch), system.forces(batch)
+    torch.testing.assert_close(chunked[0], whole[0], rtol=1e-13, atol=1e-10)
+    torch.testing.assert_close(chunked[1], whole[1], rtol=1e-12, atol=1e-10)
+
+
+def test_pair_cache_follows_parameter_changes():
+    """Cached per-pair products are refreshed when a parameter changes and bypassed while one requires grad."""
+    system = bio.System.from_pdb(ALANINE_DIPEPTIDE)
+    before = system.energy(system.positions)
+    calls = []
+    cache = PairCache()
+    pairs = torch.tensor([[0, 1], [1, 2]])
+    charge = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+
+    def compute():
+        calls.append(1)
+        return charge.index_select(0, pairs[0]) * charge.index_select(0, pairs[1])
+
+    first = cache(pairs, (charge,), compute)
+    assert cache(pairs, (charge,), compute) is first and len(calls) == 1
+    charge[0] = 5.0
+    assert cache(pairs, (charge,), compute)[0].item() == 10.0 and len(calls) == 2
+    assert cache(pairs.clone(), (charge,), compute) is not first and len(calls) == 3  # a rebuilt list
+    charge.requires_grad_(True)
+    assert cache(pairs, (charge,), compute).requires_grad and len(calls) == 4
+    # In a System: in-place parameter edits are seen by the next energy.
+    system.parameters["CustomGBForce"]["charge"][3] += 0.2
+    system.parameters["NonbondedForce"]["sigma"][5] *= 1.1
+    after = system.energy(system.positions)
+    reference, _ = openmm_reference(system.openmm_system, system.positions.numpy())
+    assert abs(before.item() - sum(reference.values())) < 1e-4 and abs(after.item() - before.item()) > 1e-2
