@@ -55,6 +55,16 @@ def _is_auxiliary(site):
     return bool(site["infer"].get("is_auxiliary"))
 
 
+def _log_weight(model_lp, guide_lp, particle_dim):
+    """log p(x, z) - log q(z) per particle: the sum of the model's and minus the guide's site log-densities."""
+    total = 0.0
+    for value in model_lp.values():
+        total = total + _reduce(value, particle_dim)
+    for value in guide_lp.values():
+        total = total - _reduce(value, particle_dim)
+    return total
+
+
 def _reduce(value, particle_dim):
     """Sum ``value`` over every dimension but the particle dimension: shape ``(P,)``, or ``()`` when
     ``particle_dim`` is None."""
@@ -211,11 +221,7 @@ class Trace_ELBO(ELBO):
 
     def _particle_terms(self, model_trace, guide_trace, particle_dim):
         model_lp, guide_lp = _log_probs(model_trace, guide_trace)
-        elbo = 0.0
-        for value in model_lp.values():
-            elbo = elbo + _reduce(value, particle_dim)
-        for value in guide_lp.values():
-            elbo = elbo - _reduce(value, particle_dim)
+        elbo = _log_weight(model_lp, guide_lp, particle_dim)
         surrogate = elbo
         nonreparam = _nonreparam_sites(guide_trace)
         if nonreparam:
@@ -297,11 +303,7 @@ class TraceGraph_ELBO(ELBO):
 
     def _particle_terms(self, model_trace, guide_trace, particle_dim):
         model_lp, guide_lp = _log_probs(model_trace, guide_trace)
-        elbo = 0.0
-        for value in model_lp.values():
-            elbo = elbo + _reduce(value, particle_dim)
-        for value in guide_lp.values():
-            elbo = elbo - _reduce(value, particle_dim)
+        elbo = _log_weight(model_lp, guide_lp, particle_dim)
         surrogate = elbo
         model_order = {name: index for index, name in enumerate(model_lp)}
         guide_names = list(guide_lp)
@@ -366,11 +368,7 @@ class RenyiELBO(ELBO):
 
     def _particle_terms(self, model_trace, guide_trace, particle_dim):
         model_lp, guide_lp = _log_probs(model_trace, guide_trace)
-        elbo = 0.0
-        for value in model_lp.values():
-            elbo = elbo + _reduce(value, particle_dim)
-        for value in guide_lp.values():
-            elbo = elbo - _reduce(value, particle_dim)
+        elbo = _log_weight(model_lp, guide_lp, particle_dim)
         score = 0.0
         for site in _nonreparam_sites(guide_trace):
             score = score + _reduce(_score(site), particle_dim)
