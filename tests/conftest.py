@@ -4,8 +4,12 @@ import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+import pyro
 import pytest
 import torch
+
+import ppl
+from ppl.primitives import _STACK
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -30,3 +34,14 @@ def _isolate_torch_state():
     yield
     torch.set_rng_state(rng)
     torch.set_default_dtype(default_dtype)
+
+
+@pytest.fixture(autouse=True)
+def _isolate_param_stores():
+    """Each test starts with empty param stores (ours and Pyro's) and must leave the handler stack empty."""
+    ppl.clear_param_store()
+    pyro.clear_param_store()
+    yield
+    ppl.clear_param_store()
+    pyro.clear_param_store()
+    assert not _STACK, "a test left effect handlers on the stack"

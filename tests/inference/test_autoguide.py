@@ -25,15 +25,7 @@ from inference.autoguide import (
 from inference.errors import InferenceError
 from inference.vi import SVI, Adam, ClippedAdam, Trace_ELBO, TraceMeanField_ELBO
 from ppl.handlers import block
-from ppl.primitives import _STACK
 
-
-@pytest.fixture(autouse=True)
-def _clean_state():
-    ppl.clear_param_store()
-    yield
-    ppl.clear_param_store()
-    assert not _STACK
 
 
 NOISE, PRIOR_SCALE = 0.5, 1.0

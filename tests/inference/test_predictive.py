@@ -13,15 +13,7 @@ import ppl.distributions as dist
 from inference.autoguide import AutoNormal
 from inference.predictive import Predictive, log_likelihood
 from ppl.handlers import condition, seed, trace
-from ppl.primitives import _STACK
 
-
-@pytest.fixture(autouse=True)
-def _clean_state():
-    ppl.clear_param_store()
-    yield
-    ppl.clear_param_store()
-    assert not _STACK
 
 
 def model(x, y=None):

@@ -31,17 +31,7 @@ from inference.vi import (
     TraceMeanField_ELBO,
 )
 from inference.vi.optim import _Adam
-from ppl.primitives import _STACK
 
-
-@pytest.fixture(autouse=True)
-def _clean_state():
-    ppl.clear_param_store()
-    pyro.clear_param_store()
-    yield
-    ppl.clear_param_store()
-    pyro.clear_param_store()
-    assert not _STACK
 
 
 def _regression_data(device):
