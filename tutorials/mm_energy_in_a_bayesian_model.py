@@ -1,0 +1,55 @@
+"""A molecular-mechanics energy inside a Bayesian model, with no glue code.
+
+The partial charges of alanine dipeptide (amber14, OBC2 implicit solvent) are scaled by an unknown factor
+``s``. We observe noisy energies of a few perturbed conformations computed with the true ``s = 0.9`` and infer
+``s`` and the noise scale with SVI: `bio`'s energy is an ordinary differentiable torch function of its
+parameters, so it is simply called inside the `ppl` model.
+
+Run:  .venv/bin/python tutorials/mm_energy_in_a_bayesian_model.py
+"""
+
+from pathlib import Path
+
+import torch
+
+import bio
+import ppl
+import ppl.distributions as dist
+from inference.autoguide import AutoNormal
+from inference.vi import SVI, Adam, Trace_ELBO
+
+PDB = Path(__file__).resolve().parents[1] / "tests" / "bio" / "data" / "alanine_dipeptide.pdb"
+
+
+def main(num_steps=400, seed=0):
+    torch.manual_seed(seed)
+    system = bio.System.from_pdb(PDB, forcefield=("amber14-all.xml", "implicit/obc2.xml"))
+    charges = system.parameters["NonbondedForce"]["charge"]
+    conformations = system.positions + 0.005 * torch.randn(6, *system.positions.shape, dtype=torch.float64)
+
+    def energies(scale):
+        """Energies (kJ/mol) of every conformation with the Coulomb charges scaled by ``scale``."""
+        parameters = {"NonbondedForce": {"charge": charges * scale}}
+        return system.energy(conformations, parameters=parameters)
+
+    true_scale, noise = 0.9, 2.0
+    observed = energies(torch.tensor(true_scale, dtype=torch.float64)) + noise * torch.randn(6, dtype=torch.float64)
+
+    def model(observed=None):
+        scale = ppl.sample("scale", dist.LogNormal(torch.tensor(0.0, dtype=torch.float64), 0.3))
+        sigma = ppl.sample("sigma", dist.HalfNormal(torch.tensor(5.0, dtype=torch.float64)))
+        with ppl.plate("conformations", len(conformations)):
+            ppl.sample("energy", dist.Normal(energies(scale), sigma), obs=observed)
+
+    ppl.clear_param_store()
+    guide = AutoNormal(model)
+    svi = SVI(model, guide, Adam({"lr": 0.05}), Trace_ELBO(vectorize_particles=False))
+    svi.run(num_steps, observed, progress_bar=False)
+    quantiles = guide.quantiles([0.05, 0.5, 0.95], observed)
+    low, median, high = (float(q) for q in quantiles["scale"])
+    print(f"charge scale: median {median:.3f}, 90% interval [{low:.3f}, {high:.3f}] (true {true_scale})")
+    return low, median, high, true_scale
+
+
+if __name__ == "__main__":
+    main()
