@@ -30,6 +30,7 @@ MODEL_FREE = (
     "inference/mcmc/nuts",
     "inference/mcmc/adaptation",
     "inference/mcmc/integrator",
+    "inference/mcmc/jit",
 )
 
 

@@ -9,6 +9,7 @@ every chain has its own step size, mass matrix and trajectory, and its own ``tor
 draws the same numbers whether it runs alone or batched with others.
 """
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -18,6 +19,7 @@ from inference.errors import NonFiniteError
 
 from .adaptation import AdaptState, WarmupAdapter, find_reasonable_step_size
 from .integrator import kinetic_energy, leapfrog, momentum, potential_and_grad
+from .jit import JitStep
 
 MAX_DELTA_ENERGY = 1000.0  # a trajectory whose energy error exceeds this diverged (Stan, NumPyro)
 
@@ -58,7 +60,8 @@ class HMC:
     """Hamiltonian Monte Carlo with a fixed trajectory length (Neal 2011), adapted as Stan.
 
     Args:
-        model: a ppl model (the model front-end; see ``setup``). Give either ``model`` or ``potential_fn``.
+        model: a ``ppl`` model; ``MCMC.run(*args, **kwargs)`` turns it into the potential of its continuous
+            latent sites (``inference.mcmc.model``). Give either ``model`` or ``potential_fn``.
         potential_fn: U(z), positions (C, D) -> potential energies (C,) (negative log density up to a
             constant); chains must not interact.
         step_size: initial leapfrog step size (in the unit of z).
@@ -68,7 +71,12 @@ class HMC:
         inverse_mass_matrix: initial M^{-1}, (D,) or (D, D), shared by the chains; default identity.
         adapt_step_size, adapt_mass_matrix, dense_mass, target_accept_prob, regularize_mass_matrix: warm-up
             options, see ``adaptation.WarmupAdapter``.
-        init_strategy: how the model front-end draws initial values (unused with ``potential_fn``).
+        init_strategy: a ``ppl`` initialization strategy for a model (default ``ppl.init_to_uniform``);
+            unused with ``potential_fn``.
+        jit_compile: trace each integration step (leapfrog, potential and gradient, tree bookkeeping) once
+            into a TorchScript graph and replay it (see ``inference.mcmc.jit``: checked against the Python step,
+            which it falls back to). None (default): on for a model, whose potential is pure torch by
+            construction; off for a ``potential_fn``, which may call out of torch.
     """
 
     def __init__(
@@ -86,6 +94,7 @@ class HMC:
         target_accept_prob=0.8,
         regularize_mass_matrix=True,
         init_strategy=None,
+        jit_compile=None,
     ):
         if (model is None) == (potential_fn is None):
             raise ValueError(f"{type(self).__name__}: give exactly one of `model` or `potential_fn`")
@@ -97,7 +106,6 @@ class HMC:
             raise ValueError(f"HMC: num_steps must be a positive integer; got {num_steps}")
         self.model = model
         self.potential_fn = potential_fn
-        self.postprocess_fn = None
         self.step_size = float(step_size)
         self.trajectory_length = trajectory_length
         self.num_steps = num_steps
@@ -108,25 +116,8 @@ class HMC:
         self.target_accept_prob = target_accept_prob
         self.regularize_mass_matrix = regularize_mass_matrix
         self.init_strategy = init_strategy
-
-    # -- the model front-end hook --------------------------------------------------------------------------
-
-    def setup(self, generators, *model_args, **model_kwargs):
-        """Bind the potential for a run; return initial positions (C, D), or None to use the caller's.
-
-        This is the single place where a kernel built from a model (``NUTS(model)``) is turned into a
-        potential: the model front-end sets ``self.potential_fn`` (positions (C, D) -> (C,)),
-        ``self.postprocess_fn`` (unconstrained (..., D) -> dict of constrained values (..., *shape)) from
-        ``ppl`` for ``model_args`` / ``model_kwargs``, and returns initial positions drawn with
-        ``self.init_strategy``, chain c from ``generators[c]``. A kernel built from ``potential_fn`` needs
-        nothing and returns None.
-        """
-        if self.model is not None:
-            raise NotImplementedError(
-                f"{type(self).__name__}(model): the ppl model front-end is not wired yet; "
-                "build the kernel with potential_fn=... and pass init_params to MCMC.run"
-            )
-        return None
+        self.jit_compile = jit_compile
+        self._steps = {}
 
     # -- state ---------------------------------------------------------------------------------------------
 
@@ -136,6 +127,11 @@ class HMC:
         if z.dim() != 2 or not z.is_floating_point():
             raise ValueError(f"{name}: initial positions must be a floating tensor (C, D); got {tuple(z.shape)}, {z.dtype}")
         potential, grad = potential_and_grad(self.potential_fn, z)
+        if potential.dtype != z.dtype:
+            raise ValueError(
+                f"{name}: potential_fn returned {potential.dtype} energies for {z.dtype} positions; give positions "
+                "in the dtype the potential computes in"
+            )
         if potential.shape != z.shape[:1]:
             raise ValueError(
                 f"{name}: potential_fn must map positions (C, D) = {tuple(z.shape)} to energies (C,); "
@@ -188,6 +184,16 @@ class HMC:
 
         return search
 
+    def _step(self, name, fn):
+        """``fn(potential_fn, *tensors)`` bound to the current potential; a ``JitStep`` under jit_compile."""
+        cached = self._steps.get(name)
+        if cached is None or cached[0] is not self.potential_fn:
+            bound = functools.partial(fn, self.potential_fn)
+            use_jit = self.model is not None if self.jit_compile is None else self.jit_compile
+            step = JitStep(bound, f"{type(self).__name__} {name}") if use_jit else bound
+            cached = self._steps[name] = (self.potential_fn, step)
+        return cached[1]
+
     # -- one iteration -------------------------------------------------------------------------------------
 
     def sample(self, state, generators):
@@ -222,9 +228,10 @@ class HMC:
         step_size = adapt.step_size if self.num_steps is not None else self.trajectory_length / steps
         energy0 = state.potential_energy + kinetic_energy(inv_mass, r)
         z, r_new, potential, grad = state.z, r, state.potential_energy, state.grad
+        step = self._step("leapfrog", leapfrog)
         for k in range(int(steps.max())):
             h = torch.where(steps > k, step_size, 0.0)
-            z, r_new, potential, grad = leapfrog(self.potential_fn, z, r_new, grad, h, inv_mass)
+            z, r_new, potential, grad = step(z, r_new, grad, h, inv_mass)
         energy = potential + kinetic_energy(inv_mass, r_new)
         delta = energy - energy0
         delta = torch.where(delta.isnan(), math.inf, delta)

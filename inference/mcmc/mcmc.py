@@ -1,11 +1,17 @@
 """The MCMC driver: runs an HMC/NUTS kernel for several chains, collects draws, checkpoints and resumes.
 
+A kernel built from a ``ppl`` model (``NUTS(model)``) is bound to the model's potential at each ``run(*args,
+**kwargs)`` (``model.ModelPotential``): draws come back as constrained values by site name, and ``to_arviz``
+adds the pointwise log-likelihood and the observed data.
+
 Randomness: chain c draws from its own ``torch.Generator``, seeded from ``numpy.random.SeedSequence(seed)``'s
-c-th child, so a chain's draws do not depend on how many chains run beside it or whether they run vectorized or
-sequentially (up to floating-point differences of batched arithmetic in the potential).
+c-th child (a model's initial values from an independent stream of the same child), so a chain's draws do not
+depend on how many chains run beside it or whether they run vectorized or sequentially (up to floating-point
+differences of batched arithmetic in the potential).
 """
 
 import os
+import warnings
 
 import numpy as np
 import torch
@@ -14,6 +20,7 @@ from tqdm.auto import tqdm
 from inference import diagnostics
 
 from .hmc import state_from_dict, state_to_dict
+from .model import ModelPotential
 
 CHECKPOINT_VERSION = 1
 EXTRA_FIELDS = ("diverging", "accept_prob", "step_size", "tree_depth", "num_steps", "energy", "potential_energy")
@@ -23,7 +30,7 @@ class MCMC:
     """Run ``kernel`` for ``num_chains`` chains: ``num_warmup`` adapting iterations, then ``num_samples`` kept.
 
     Args:
-        kernel: an ``HMC`` or ``NUTS`` kernel.
+        kernel: an ``HMC`` or ``NUTS`` kernel, built from a ``ppl`` model or a potential function.
         num_warmup, num_samples: iterations per chain.
         num_chains: number of chains.
         chain_method: "vectorized" (all chains advance together as one batch) or "sequential" (one after another).
@@ -31,7 +38,8 @@ class MCMC:
         seed: integer seed; None draws one from torch's global generator.
         progress_bar: show a tqdm bar per run (phase, step size, divergences, mean tree depth).
         postprocess_fn: maps unconstrained draws (..., D) to a dict of constrained values (..., *shape);
-            default: the kernel's (set by the model front-end), else ``{"z": draws}``.
+            default: the model's latent and deterministic sites for a kernel built from a model, else
+            ``{"z": draws}``.
         checkpoint: file to save the run to every ``checkpoint_every`` iterations (``run(resume_from=...)``
             continues it bit-for-bit).
     """
@@ -70,6 +78,7 @@ class MCMC:
         self.checkpoint_every = checkpoint_every
         self._z = None
         self._extra = None
+        self._model = None  # the ModelPotential of the last run, for a kernel built from a model
         self.last_state = None  # kernel state at the end of run() (of the last chain group when sequential)
 
     def _config(self):
@@ -83,19 +92,44 @@ class MCMC:
             "kernel": type(self.kernel).__name__,
         }
 
+    def _chain_seeds(self, purpose):
+        """One integer seed per chain from ``numpy.random.SeedSequence(seed)``'s c-th child: the sampler's
+        generator (purpose 0) or the model's initialization (purpose 1, an independent stream)."""
+        seeds = []
+        for child in np.random.SeedSequence(self.seed).spawn(self.num_chains):
+            source = child if purpose == 0 else child.spawn(purpose)[-1]
+            seeds.append(int(source.generate_state(1, np.uint64)[0]))
+        return seeds
+
     def _generators(self, device):
-        children = np.random.SeedSequence(self.seed).spawn(self.num_chains)
-        return [torch.Generator(device=device).manual_seed(int(c.generate_state(1, np.uint64)[0])) for c in children]
+        return [torch.Generator(device=device).manual_seed(s) for s in self._chain_seeds(0)]
 
     def run(self, *model_args, init_params=None, resume_from=None, **model_kwargs):
-        """Sample. ``init_params``: initial unconstrained positions (D,) (shared) or (num_chains, D); needed
-        unless the kernel's model front-end draws them. ``resume_from``: a checkpoint file of this same run
-        configuration; the run continues from it and produces the draws the uninterrupted run would have."""
-        device = init_params.device if isinstance(init_params, torch.Tensor) else torch.device("cpu")
-        generators = self._generators(device)
-        z0 = self.kernel.setup(generators, *model_args, **model_kwargs)
-        if z0 is None:
+        """Sample.
+
+        With a kernel built from a model (``NUTS(model)``), ``model_args`` / ``model_kwargs`` are the model's
+        arguments and each chain starts where the kernel's ``init_strategy`` puts it (redrawn until the
+        potential is finite). With a kernel built from ``potential_fn``, ``init_params`` gives the initial
+        unconstrained positions, (D,) (shared) or (num_chains, D). ``resume_from``: a checkpoint file of this
+        same run configuration; the run continues from it and produces the draws the uninterrupted run would
+        have.
+        """
+        self._model = None
+        if self.kernel.model is not None:
+            if init_params is not None:
+                raise ValueError(
+                    "MCMC.run: init_params is for kernels built from potential_fn; for a model give the kernel "
+                    "init_strategy=ppl.init_to_value(values={...}) instead"
+                )
+            init_seeds = self._chain_seeds(1)
+            self._model = ModelPotential(
+                self.kernel.model, model_args, model_kwargs, self.kernel.init_strategy, init_seeds[0]
+            )
+            z0 = self._model.initial_positions(init_seeds)
+            self.kernel.potential_fn = self._model
+        else:
             z0 = self._initial_positions(init_params)
+        generators = self._generators(z0.device)
         num_kept = -(-self.num_samples // self.thinning)
         z_draws = z0.new_zeros(self.num_chains, num_kept, z0.shape[1])
         extra = {}
@@ -204,7 +238,7 @@ class MCMC:
     def get_samples(self, group_by_chain=False):
         """Dict of draws: site -> (num_chains, num_kept, *shape), or (num_chains * num_kept, *shape) pooled."""
         self._require_run()
-        postprocess = self.postprocess_fn or self.kernel.postprocess_fn or (lambda z: {"z": z})
+        postprocess = self.postprocess_fn or (self._model.postprocess if self._model else lambda z: {"z": z})
         samples = postprocess(self._z)
         if group_by_chain:
             return samples
@@ -228,7 +262,9 @@ class MCMC:
         return stats
 
     def to_arviz(self):
-        """ArviZ ``InferenceData`` with the posterior and ArviZ-named sample statistics."""
+        """ArviZ ``InferenceData``: posterior, ArviZ-named sample statistics and, for a kernel built from a
+        model, the pointwise log-likelihood of each observed site (for ``arviz.loo`` / ``waic``; see
+        ``ModelPotential.log_likelihood``) and the observed data."""
         try:
             import arviz as az
         except ImportError as err:  # optional dependency
@@ -244,5 +280,20 @@ class MCMC:
             "energy": as_np(extra["energy"]),
             "lp": -as_np(extra["potential_energy"]),
         }
-        posterior = {k: as_np(v) for k, v in self.get_samples(group_by_chain=True).items()}
-        return az.from_dict(posterior=posterior, sample_stats=sample_stats)
+        samples = self.get_samples(group_by_chain=True)
+        groups = {"posterior": {k: as_np(v) for k, v in samples.items()}, "sample_stats": sample_stats}
+        if self._model is not None:
+            try:
+                log_likelihood = self._model.log_likelihood(samples)
+            except (RuntimeError, ValueError) as error:  # the model does not broadcast over the draws
+                warnings.warn(
+                    f"MCMC.to_arviz: no log_likelihood group ({type(error).__name__}: {error}); the pointwise "
+                    "log-likelihood needs a model that broadcasts over an extra leading dimension (see "
+                    "ppl.vectorized_trace)",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+            else:
+                groups["log_likelihood"] = {k: as_np(v) for k, v in log_likelihood.items()}
+            groups["observed_data"] = {k: as_np(v) for k, v in self._model.observed_data().items()}
+        return az.from_dict(**groups)

@@ -11,12 +11,16 @@ left half with the right half).
 Iterative and vectorized: every chain starts its tree at the same time and subtrees double, so the tree shape at
 global step t is the same for all chains (subtree depth d with 2^d - 1 <= t < 2^(d+1) - 1) and only the directions
 and the stopping times differ. The loop runs one batched leapfrog step per global step for all chains (chains
-that stopped take steps of size 0 and are masked), with the tree bookkeeping indexed by Python ints, and the
-only host synchronization is the per-step test whether any chain is still building. Subtree checks use
-checkpoints per tree level (momentum sums before/after the first and last leaf of the latest node at each
-level) instead of recursion.
+that stopped take steps of size 0 and are masked), and the only host synchronization is the per-step test
+whether any chain is still building. Subtree checks use checkpoints per tree level (momentum sums before/after
+the first and last leaf of the latest node at each level) instead of recursion.
+
+Each step is a pure function of tensors, ``_leaf`` (one leapfrog step and its bookkeeping; which tree levels it
+touches comes in as masks, so one function serves every step) and ``_merge`` (a completed subtree joins the
+trajectory), so that under ``jit_compile`` each is traced once into a graph (``jit.py``).
 """
 
+import functools
 import math
 
 import torch
@@ -59,6 +63,7 @@ class NUTS(HMC):
         max_tree_depth=10,
         regularize_mass_matrix=True,
         init_strategy=None,
+        jit_compile=None,
     ):
         super().__init__(
             model,
@@ -71,6 +76,7 @@ class NUTS(HMC):
             target_accept_prob=target_accept_prob,
             regularize_mass_matrix=regularize_mass_matrix,
             init_strategy=init_strategy,
+            jit_compile=jit_compile,
         )
         if not (isinstance(max_tree_depth, int) and 1 <= max_tree_depth <= 20):
             raise ValueError(f"NUTS: max_tree_depth must be an integer in [1, 20]; got {max_tree_depth}")
@@ -81,132 +87,200 @@ class NUTS(HMC):
         return 2**self.max_tree_depth - 1 + 2 * self.max_tree_depth
 
     def _trajectory(self, state, r, uniforms):
-        potential_fn = self.potential_fn
         inv_mass = state.adapt.inverse_mass_matrix
         step_size = state.adapt.step_size
         max_depth = self.max_tree_depth
         num_leaves = 2**max_depth - 1
         log_u = uniforms.log()  # tests "u < p" as "log u < log p": the weights are logs
         going_right = uniforms.narrow(1, num_leaves + max_depth, max_depth) > 0.5
+        leaf_step = self._step("leaf", _leaf)
+        merge_step = self._step("merge", _merge)
+        masks = _level_masks(max_depth, state.z.device)
 
         z0, potential0, grad0 = state.z, state.potential_energy, state.grad
         p_sharp0 = velocity(inv_mass, r)
         energy0 = torch.add(potential0, torch.linalg.vecdot(p_sharp0, r), alpha=0.5)
         num_chains, dim = z0.shape
 
-        # the trajectory so far: its two ends, momentum sum, log weight and multinomial proposal
-        z_left, r_left, g_left, ps_left = z0, r, grad0, p_sharp0
-        z_right, r_right, g_right, ps_right = z0, r, grad0, p_sharp0
+        # the trajectory so far: its two ends, momentum sum, log weight and multinomial proposal, and the
+        # per-chain counters (see _merge)
+        ends = (z0, r, grad0, p_sharp0) * 2  # left end (z, r, grad, p#), right end
         rho = r
         log_weight = torch.zeros_like(energy0)
-        z_prop, pot_prop, grad_prop, energy_prop = z0, potential0, grad0, energy0
-
-        sum_accept = torch.zeros_like(energy0)
-        num_steps = torch.zeros(num_chains, dtype=torch.long, device=z0.device)
-        depth = torch.zeros_like(num_steps)
-        diverging = torch.zeros(num_chains, dtype=torch.bool, device=z0.device)
-        active = torch.ones_like(diverging)
+        proposal = (z0, potential0, grad0, energy0)
+        counts = (
+            torch.zeros_like(energy0),  # sum of acceptance probabilities
+            torch.zeros(num_chains, dtype=torch.long, device=z0.device),  # leapfrog steps
+            torch.zeros(num_chains, dtype=torch.long, device=z0.device),  # tree depth
+            torch.zeros(num_chains, dtype=torch.bool, device=z0.device),  # diverging
+        )
+        active = torch.ones_like(counts[3])
         # per tree level: (p#, momentum sum before, momentum sum after) at the first leaf of the latest node,
         # and (p#, momentum sum before) at the last leaf of the latest completed node
-        begin = z0.new_empty(num_chains, max_depth, 3, dim)
-        end = z0.new_empty(num_chains, max_depth, 2, dim)
+        levels = (z0.new_zeros(num_chains, max_depth, 3, dim), z0.new_zeros(num_chains, max_depth, 2, dim))
 
         t = 0
         for d in range(max_depth):
             right = going_right.select(1, d)
             right_col = right.unsqueeze(-1)
             signed_step = torch.where(right, step_size, -step_size)
-            z, r_f, grad = (torch.where(right_col, a, b) for a, b in ((z_right, z_left), (r_right, r_left), (g_right, g_left)))
-            log_weight_sub = torch.full_like(energy0, -math.inf)
-            rho_sub = torch.zeros_like(r)
+            # the subtree grows from the end of the trajectory on its side: (z, r, grad)
+            leaf = tuple(torch.where(right_col, ends[4 + k], ends[k]) for k in range(3))
+            subtree = (torch.full_like(energy0, -math.inf), z0, potential0, grad0, energy0, torch.zeros_like(r))
             for n in range(2**d):
-                z, r_f, potential, grad = leapfrog(potential_fn, z, r_f, grad, signed_step * active, inv_mass)
-                p_sharp = velocity(inv_mass, r_f)
-                energy = torch.add(potential, torch.linalg.vecdot(p_sharp, r_f), alpha=0.5)
-                # log weight of the leaf, -(H - H0); a NaN energy counts as infinite (Stan)
-                log_w = (energy0 - energy).nan_to_num_(nan=-math.inf, posinf=math.inf, neginf=-math.inf)
-                sum_accept.add_(log_w.clamp(max=0.0).exp_().mul_(active))
-                num_steps.add_(active)
-                # uniform progressive sampling inside the subtree
-                new_log_weight_sub = torch.logaddexp(log_weight_sub, log_w)
-                if n == 0:
-                    z_sub, pot_sub, grad_sub, energy_sub = z, potential, grad, energy
-                else:
-                    take = log_u.select(1, t) < log_w - new_log_weight_sub
-                    take_col = take.unsqueeze(-1)
-                    z_sub = torch.where(take_col, z, z_sub)
-                    grad_sub = torch.where(take_col, grad, grad_sub)
-                    pot_sub = torch.where(take, potential, pot_sub)
-                    energy_sub = torch.where(take, energy, energy_sub)
-                log_weight_sub = new_log_weight_sub
-                rho_before = rho_sub
-                rho_sub = rho_sub + r_f
-
-                levels_begun = d if n == 0 else _trailing_zeros(n)
-                begin.narrow(1, 0, levels_begun + 1).copy_(torch.stack((p_sharp, rho_before, rho_sub), 1).unsqueeze(1))
-                ok = log_w >= -MAX_DELTA_ENERGY
-                diverging |= active > ok
-                levels_done = _trailing_ones(n)
-                if levels_done:
-                    ok &= _subtrees_persist(begin, end, p_sharp, rho_sub, levels_done)
-                end.narrow(1, 0, levels_done + 1).copy_(torch.stack((p_sharp, rho_before), 1).unsqueeze(1))
-                active = active & ok
+                leaf, p_sharp, subtree, levels, counts, active, building = leaf_step(
+                    inv_mass, energy0, signed_step, log_u.select(1, t), *masks[t], leaf, subtree, levels, counts, active
+                )
                 t += 1
-                building = bool(active.any())
-                if not building:
+                if not bool(building):
                     break
-            if not building:
+            if not bool(building):  # every chain stopped inside the subtree: it does not join the trajectory
+                break
+            ends, rho, log_weight, proposal, counts, active, building = merge_step(
+                p_sharp, right, log_u.select(1, num_leaves + d), leaf, subtree, levels[0].select(1, d),
+                ends, rho, log_weight, proposal, counts, active,
+            )
+            if not bool(building):
                 break
 
-            # the completed subtree joins the trajectory: biased progressive sampling, then the top-level checks
-            take = active & (log_u.select(1, num_leaves + d) < log_weight_sub - log_weight)
-            take_col = take.unsqueeze(-1)
-            z_prop = torch.where(take_col, z_sub, z_prop)
-            grad_prop = torch.where(take_col, grad_sub, grad_prop)
-            pot_prop = torch.where(take, pot_sub, pot_prop)
-            energy_prop = torch.where(take, energy_sub, energy_prop)
-            log_weight = torch.logaddexp(log_weight, log_weight_sub)
-            depth += active
-
-            p_sharp_far = torch.where(right_col, ps_left, ps_right)
-            p_sharp_near = torch.where(right_col, ps_right, ps_left)
-            r_near = torch.where(right_col, r_right, r_left)
-            first_leaf = begin.select(1, d)
-            persist = (
-                _persist(p_sharp_far, p_sharp, rho + rho_sub)
-                & _persist(p_sharp_far, first_leaf.select(1, 0), rho + first_leaf.select(1, 2))
-                & _persist(p_sharp_near, p_sharp, rho_sub + r_near)
-            )
-            rho = rho + rho_sub
-            z_right, r_right, g_right, ps_right = (
-                torch.where(right_col, a, b) for a, b in ((z, z_right), (r_f, r_right), (grad, g_right), (p_sharp, ps_right))
-            )
-            z_left, r_left, g_left, ps_left = (
-                torch.where(right_col, b, a) for a, b in ((z, z_left), (r_f, r_left), (grad, g_left), (p_sharp, ps_left))
-            )
-            active = active & persist
-            if not bool(active.any()):
-                break
-
+        sum_accept, num_steps, depth, diverging = counts
         stats = {
             "accept_prob": sum_accept / num_steps,
             "diverging": diverging,
             "num_steps": num_steps,
             "tree_depth": depth,
         }
+        z_prop, pot_prop, grad_prop, energy_prop = proposal
         return z_prop, pot_prop, grad_prop, energy_prop, stats
 
 
-def _subtrees_persist(begin, end, p_sharp, rho_sub, levels):
-    """Checks on the nodes of levels 1..``levels`` that the current leaf completes, (C,) bool.
+@functools.lru_cache(maxsize=8)
+def _level_masks(max_depth, device):
+    """Per global leaf index t: whether it is the first leaf of its subtree (0-dim); the levels whose latest node
+    begins at this leaf, (L, 1, 1); the levels 1..L-1 whose node this leaf does not complete, (L - 1,); the
+    levels whose latest completed node ends at this leaf, (L, 1, 1)."""
+    masks = []
+    level = torch.arange(max_depth)
+    for d in range(max_depth):
+        for n in range(2**d):
+            begun = d if n == 0 else _trailing_zeros(n)
+            done = _trailing_ones(n)
+            masks.append(
+                tuple(
+                    m.to(device)
+                    for m in (torch.tensor(n == 0), (level <= begun)[:, None, None], level[1:] > done,
+                              (level <= done)[:, None, None])
+                )
+            )
+    return masks
+
+
+def _leaf(potential_fn, inv_mass, energy0, signed_step, log_u, first, begin_mask, not_done_mask, end_mask,
+          leaf, subtree, levels, counts, active):
+    """One leapfrog step of every chain from the end of its subtree, and the subtree's bookkeeping.
+
+    leaf: (z, r, grad) (C, D) at the subtree's end; subtree: (log weight (C,), proposal z (C, D), potential,
+    grad, energy, momentum sum (C, D)); levels: the checkpoints (C, L, 3, D) and (C, L, 2, D) (see
+    ``NUTS._trajectory``); counts: (sum of acceptance probabilities, steps, depth, diverging), (C,) each;
+    active: (C,) bool, the chains still building; log_u: (C,) log uniforms for progressive sampling; the masks
+    come from ``_level_masks``. Returns the updated (leaf, p# (C, D), subtree, levels, counts, active) and
+    whether any chain is still building (0-dim bool).
+    """
+    z, r, grad = leaf
+    log_weight_sub, z_sub, pot_sub, grad_sub, energy_sub, rho_sub = subtree
+    begin, end = levels
+    sum_accept, num_steps, depth, diverging = counts
+
+    z, r, potential, grad = leapfrog(potential_fn, z, r, grad, signed_step * active, inv_mass)
+    p_sharp = velocity(inv_mass, r)
+    energy = torch.add(potential, torch.linalg.vecdot(p_sharp, r), alpha=0.5)
+    # log weight of the leaf, -(H - H0); a NaN energy counts as infinite (Stan)
+    log_w = (energy0 - energy).nan_to_num(nan=-math.inf, posinf=math.inf, neginf=-math.inf)
+    sum_accept = sum_accept + log_w.clamp(max=0.0).exp() * active
+    num_steps = num_steps + active
+    # uniform progressive sampling inside the subtree (its first leaf is always taken)
+    new_log_weight_sub = torch.logaddexp(log_weight_sub, log_w)
+    take = first | (log_u < log_w - new_log_weight_sub)
+    take_col = take.unsqueeze(-1)
+    z_sub = torch.where(take_col, z, z_sub)
+    grad_sub = torch.where(take_col, grad, grad_sub)
+    pot_sub = torch.where(take, potential, pot_sub)
+    energy_sub = torch.where(take, energy, energy_sub)
+    rho_before = rho_sub
+    rho_sub = rho_sub + r
+
+    begin = torch.where(begin_mask, torch.stack((p_sharp, rho_before, rho_sub), 1).unsqueeze(1), begin)
+    ok = log_w >= -MAX_DELTA_ENERGY
+    diverging = diverging | (active > ok)
+    ok = ok & _subtrees_persist(begin, end, p_sharp, rho_sub, not_done_mask)
+    end = torch.where(end_mask, torch.stack((p_sharp, rho_before), 1).unsqueeze(1), end)
+    active = active & ok
+    return (
+        (z, r, grad),
+        p_sharp,
+        (new_log_weight_sub, z_sub, pot_sub, grad_sub, energy_sub, rho_sub),
+        (begin, end),
+        (sum_accept, num_steps, depth, diverging),
+        active,
+        active.any(),
+    )
+
+
+def _merge(potential_fn, p_sharp, right, log_u, leaf, subtree, first_leaf, ends, rho, log_weight, proposal, counts,
+           active):
+    """A completed subtree joins the trajectory: biased progressive sampling, then the no-U-turn checks across
+    the merge. ``right``: (C,) bool, the side it grew on; ``first_leaf``: the level checkpoint (C, 3, D) of its
+    first leaf; other arguments as in ``_leaf`` and ``NUTS._trajectory``. Returns the updated (ends, rho, log
+    weight, proposal, counts, active) and whether any chain is still building. (``potential_fn`` is unused: every
+    step is bound to it.)"""
+    z, r, grad = leaf
+    log_weight_sub, z_sub, pot_sub, grad_sub, energy_sub, rho_sub = subtree
+    z_left, r_left, g_left, ps_left, z_right, r_right, g_right, ps_right = ends
+    sum_accept, num_steps, depth, diverging = counts
+    right_col = right.unsqueeze(-1)
+
+    take = active & (log_u < log_weight_sub - log_weight)
+    take_col = take.unsqueeze(-1)
+    z_prop, pot_prop, grad_prop, energy_prop = proposal
+    proposal = (
+        torch.where(take_col, z_sub, z_prop),
+        torch.where(take, pot_sub, pot_prop),
+        torch.where(take_col, grad_sub, grad_prop),
+        torch.where(take, energy_sub, energy_prop),
+    )
+    log_weight = torch.logaddexp(log_weight, log_weight_sub)
+    depth = depth + active
+
+    p_sharp_far = torch.where(right_col, ps_left, ps_right)
+    p_sharp_near = torch.where(right_col, ps_right, ps_left)
+    r_near = torch.where(right_col, r_right, r_left)
+    persist = (
+        _persist(p_sharp_far, p_sharp, rho + rho_sub)
+        & _persist(p_sharp_far, first_leaf.select(1, 0), rho + first_leaf.select(1, 2))
+        & _persist(p_sharp_near, p_sharp, rho_sub + r_near)
+    )
+    rho = rho + rho_sub
+    new = (z, r, grad, p_sharp)
+    left = (z_left, r_left, g_left, ps_left)
+    right_end = (z_right, r_right, g_right, ps_right)
+    ends = tuple(torch.where(right_col, b, a) for a, b in zip(new, left)) + tuple(
+        torch.where(right_col, a, b) for a, b in zip(new, right_end)
+    )
+    active = active & persist
+    return ends, rho, log_weight, proposal, (sum_accept, num_steps, depth, diverging), active, active.any()
+
+
+def _subtrees_persist(begin, end, p_sharp, rho_sub, not_done_mask):
+    """Checks on the nodes that the current leaf completes (levels 1..L-1 where ``not_done_mask``, (L-1,) bool,
+    is False), (C,) bool.
 
     A node at level j is an init half and a final half (level j-1 nodes). Stan's criterion must hold on the
     node, on the init half extended by the first leaf of the final half, and on the final half extended by the
     last leaf of the init half. ``begin``/``end``: the level checkpoints (see ``NUTS._trajectory``).
     """
-    node = begin.narrow(1, 1, levels)  # first leaf of each completed node
-    final = begin.narrow(1, 0, levels)  # first leaf of its final half
-    init_end = end.narrow(1, 0, levels)  # last leaf of its init half (not yet overwritten by this leaf)
+    node = begin.narrow(1, 1, begin.shape[1] - 1)  # first leaf of each completed node
+    final = begin.narrow(1, 0, begin.shape[1] - 1)  # first leaf of its final half
+    init_end = end.narrow(1, 0, end.shape[1] - 1)  # last leaf of its init half (not yet overwritten by this leaf)
     node_rho_before = node.select(2, 1)
     rho_sub = rho_sub.unsqueeze(1)
     rho_node = rho_sub - node_rho_before
@@ -216,4 +290,4 @@ def _subtrees_persist(begin, end, p_sharp, rho_sub, levels):
     node_ps = node.select(2, 0)
     ends = torch.stack((node_ps, p_sharp, node_ps, final.select(2, 0), init_end.select(2, 0), p_sharp), 2)
     rhos = torch.stack((rho_node, rho_node, rho_init_ext, rho_init_ext, rho_final_ext, rho_final_ext), 2)
-    return (torch.linalg.vecdot(ends, rhos) > 0).flatten(1).all(-1)
+    return ((torch.linalg.vecdot(ends, rhos) > 0).all(-1) | not_done_mask).all(-1)

@@ -325,5 +325,3 @@ def test_bad_input_raises_clear_errors():
     with pytest.raises(ValueError, match="inverse_mass_matrix"):
         MCMC(NUTS(potential_fn=_scaled_normal, inverse_mass_matrix=torch.ones(4)), 10, 10,
              progress_bar=False).run(init_params=torch.zeros(3))
-    with pytest.raises(NotImplementedError, match="model front-end"):
-        MCMC(NUTS(lambda: None), 10, 10, progress_bar=False).run()

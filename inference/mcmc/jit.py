@@ -1,0 +1,234 @@
+"""``jit_compile``: a sampler step traced once into a TorchScript graph, checked against the Python step.
+
+A step of NUTS (one leapfrog step and its tree bookkeeping) is a few dozen small tensor operations plus the
+potential and its gradient; for the small models typical of Bayesian work, Python's dispatch of each operation
+costs more than the arithmetic. ``JitStep`` records the step's ATen operations once, forward and backward, in a
+real run at the first inputs (so Python control flow is taken as it went then), with a dispatch mode as
+``torch.fx``'s ``make_fx`` does (without its start-up cost: importing TorchDynamo, seconds on a small machine),
+folding the operations that do not depend on the inputs into constants, and replays them from a frozen
+TorchScript graph, with no Python and no autograd bookkeeping per call. An ATen operation still costs a few
+microseconds on the CPU, so the gain is largest where Python dominated (several times, for small models).
+
+Safety: a traced step is correct only if the step is a fixed sequence of tensor operations (no Python branches on
+tensor values, no values read out of torch). The first ``num_checks`` calls of each traced graph also run the
+Python step and compare every output (floats within a dtype-dependent tolerance, the rest exactly); on any
+mismatch, or if tracing fails, ``JitStep`` warns and runs the Python step from then on. The traced result is
+returned even while checking, so a run is the same whether or not it was resumed from a checkpoint.
+"""
+
+import operator
+import warnings
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+RTOL = {torch.float64: 1e-7, torch.float32: 1e-4}
+
+
+def _leaves(tree):
+    """Every item of nested tuples, lists and dicts, in order."""
+    if isinstance(tree, (tuple, list)):
+        return [leaf for item in tree for leaf in _leaves(item)]
+    if isinstance(tree, dict):
+        return [leaf for item in tree.values() for leaf in _leaves(item)]
+    return [tree]
+
+
+def _clone(tree):
+    if isinstance(tree, torch.Tensor):
+        return tree.clone()
+    return tuple(_clone(item) for item in tree)
+
+
+def _close(traced, eager):
+    for a, b in zip(_leaves(traced), _leaves(eager), strict=True):
+        if a.shape != b.shape or a.dtype != b.dtype:
+            return False
+        if a.is_floating_point():
+            rtol = RTOL.get(a.dtype, 1e-3)
+            if not torch.allclose(a, b, rtol=rtol, atol=rtol, equal_nan=True):
+                return False
+        elif not torch.equal(a, b):
+            return False
+    return True
+
+
+class TraceError(RuntimeError):
+    """The step cannot be recorded as a fixed graph (it reads a value out of a tensor)."""
+
+
+def _map(fn, tree):
+    if isinstance(tree, (tuple, list)):
+        return type(tree)(_map(fn, item) for item in tree)
+    if isinstance(tree, dict):
+        return {key: _map(fn, value) for key, value in tree.items()}
+    return fn(tree)
+
+
+aten = torch.ops.aten
+
+# outputs that depend on their inputs' shapes (fixed in a trace) and not on their values
+SHAPE_ONLY = {
+    aten.zeros_like.default, aten.ones_like.default, aten.full_like.default, aten.empty_like.default,
+    aten.new_zeros.default, aten.new_ones.default, aten.new_full.default, aten.new_empty.default,
+}
+
+
+def _key(tree):
+    """A hashable form of an operation's arguments (graph nodes stand for tensors)."""
+    if isinstance(tree, (tuple, list)):
+        return tuple(_key(item) for item in tree)
+    if isinstance(tree, dict):
+        return tuple((key, _key(value)) for key, value in tree.items())
+    return tree
+
+
+class _Recorder(TorchDispatchMode):
+    """Records the ATen operations that reach the dispatcher (below autograd and vmap, so the backward pass and
+    the batching are recorded too) into an FX graph.
+
+    Only operations that depend on the inputs are recorded: the others (on model data and constants, or
+    factories like ``zeros_like`` that only read shapes) are computed once, here, and their results become
+    constants of the graph (constant folding); an operation seen twice on the same arguments is recorded once
+    (common subexpressions). Random operations are always recorded; an in-place operation is recorded on a
+    fresh copy of any constant it writes to.
+    """
+
+    @classmethod
+    def _should_skip_dynamo(cls):
+        # torch would wrap __torch_dispatch__ to keep TorchDynamo out, importing TorchDynamo (seconds) to do so;
+        # nothing here runs under TorchDynamo
+        return False
+
+    def __init__(self, graph, constants):
+        super().__init__()
+        self.graph = graph
+        self.constants = constants
+        self.nodes = {}  # id(tensor) -> node of every input-dependent tensor
+        self.alive = []  # those tensors, kept alive so that ids stay unique
+        self.seen = {}  # (operation, arguments) -> node
+
+    def bind(self, tensor, node):
+        self.nodes[id(tensor)] = node
+        self.alive.append(tensor)
+
+    def node(self, value):
+        if not isinstance(value, torch.Tensor):
+            return value
+        node = self.nodes.get(id(value))
+        if node is None:  # a constant: a snapshot of its value now (it may be written to later)
+            name = f"constant{len(self.constants._buffers)}"
+            self.constants.register_buffer(name, value.detach().clone())
+            node = self.graph.get_attr(name)
+        return node
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        tensors = [t for t in _leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+        written = [args[i] for i, arg in enumerate(func._schema.arguments[: len(args)])
+                   if arg.alias_info is not None and arg.alias_info.is_write]
+        random = torch.Tag.nondeterministic_seeded in func.tags
+        dynamic = random or written or (func not in SHAPE_ONLY and any(id(t) in self.nodes for t in tensors))
+        if not dynamic:
+            return func(*args, **kwargs)
+        for tensor in written:
+            if id(tensor) not in self.nodes:
+                self.bind(tensor, self.graph.call_function(aten.clone.default, (self.node(tensor),)))
+        node_args, node_kwargs = _map(self.node, args), _map(self.node, kwargs)
+        out = func(*args, **kwargs)
+        if written or random:
+            self.seen.clear()  # values may have changed under the recorded subexpressions
+            node = self.graph.call_function(func, node_args, node_kwargs)
+        else:
+            key = (func, _key(node_args), _key(node_kwargs))
+            node = self.seen.get(key)
+            if node is None:
+                node = self.seen[key] = self.graph.call_function(func, node_args, node_kwargs)
+        if isinstance(out, torch.Tensor):
+            self.bind(out, node)
+        elif isinstance(out, (tuple, list)) and all(isinstance(item, torch.Tensor) for item in out):
+            for index, item in enumerate(out):
+                self.bind(item, self.graph.call_function(operator.getitem, (node, index)))
+        else:
+            raise TraceError(f"{func} returns {type(out).__name__}: the step reads a value out of a tensor")
+        return out
+
+
+class _Replay(torch.nn.Module):
+    """The recorded graph as a module of the step's (nested) arguments, for ``torch.jit.trace``."""
+
+    def __init__(self, graph_module, structure):
+        super().__init__()
+        self.graph_module = graph_module
+        self.structure = structure
+
+    def forward(self, *args):
+        flat = iter(self.graph_module(*_leaves(args)))
+        return _map(lambda _: next(flat), self.structure)
+
+
+def trace(fn, args):
+    """``fn`` (nested tuples of tensors -> nested tuples of tensors) as a frozen TorchScript function of inputs
+    shaped like ``args``."""
+    # inputs are told apart by identity: an input passed twice would become one input of the graph
+    args = _clone(args)
+    graph = torch.fx.Graph()
+    constants = torch.nn.Module()
+    recorder = _Recorder(graph, constants)
+    for index, leaf in enumerate(_leaves(args)):
+        recorder.bind(leaf, graph.placeholder(f"arg{index}"))
+    with recorder:
+        out = fn(*args)
+    graph.output(tuple(recorder.node(leaf) for leaf in _leaves(out)))
+    graph.eliminate_dead_code()
+    replay = _Replay(torch.fx.GraphModule(constants, graph), _map(lambda _: None, out))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TorchScript's deprecation notices and tracer chatter
+        return torch.jit.freeze(torch.jit.trace(replay, args, check_trace=False).eval())
+
+
+class JitStep:
+    """``fn(*args) -> outputs`` (nested tuples of tensors), run from a traced graph per shape, dtype and device
+    of the first argument, a tensor (those of the other arguments must follow from it).
+
+    Args:
+        fn: the step, a function of tensors only (close over everything else).
+        name: names the step in warnings.
+        num_checks: how many calls of each new graph are compared with ``fn``.
+    """
+
+    def __init__(self, fn, name, num_checks=10):
+        self.fn = fn
+        self.name = name
+        self.num_checks = num_checks
+        self.failed = False
+        self._graphs = {}
+
+    def __call__(self, *args):
+        if self.failed:
+            return self.fn(*args)
+        first = args[0]
+        key = (first.shape, first.dtype, first.device)
+        entry = self._graphs.get(key)
+        if entry is None:
+            try:
+                entry = self._graphs[key] = [trace(self.fn, args), self.num_checks]
+            except Exception as error:  # noqa: BLE001 - any failure to trace means: run the Python step
+                return self._give_up(f"tracing failed ({type(error).__name__}: {error})", args)
+        with torch.inference_mode():  # no autograd bookkeeping at all (the graph holds the backward pass)
+            out = entry[0](*args)
+        if entry[1]:
+            entry[1] -= 1
+            if not _close(out, self.fn(*args)):
+                return self._give_up("the traced step disagrees with the Python step", args)
+        return out
+
+    def _give_up(self, reason, args):
+        warnings.warn(
+            f"jit_compile: {self.name}: {reason}; running the Python step instead (slower). Pass "
+            "jit_compile=False to the kernel to skip tracing.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        self.failed = True
+        return self.fn(*args)
