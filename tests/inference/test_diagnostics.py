@@ -13,6 +13,17 @@ with warnings.catch_warnings():
     import arviz as az
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _arviz_without_numba():
+    """ArviZ's numba path of mcse_sd calls float() on a 1-element array, which numpy >= 2.4 rejects; numba is
+    installed as a dependency of openmmtools. The numpy path computes the same estimator."""
+    enabled = az.Numba.numba_flag
+    az.Numba.disable_numba()
+    yield
+    if enabled:
+        az.Numba.enable_numba()
+
+
 def _ar1_draws(chains, draws, params, phi, seed, offsets=0.0):
     """AR(1) chains (autocorrelated, like MCMC output), shape (chains, draws, params)."""
     rng = np.random.default_rng(seed)
