@@ -25,6 +25,8 @@ import torch
 from pyscf import df
 from torch.autograd.function import once_differentiable
 
+from .errors import DFTError
+
 
 class _Value(torch.autograd.Function):
     """M(R): forward returns the precomputed value, backward contracts the derivative integrals."""
@@ -162,6 +164,43 @@ class TwoCentreDerivatives:
             q = torch.einsum("ix,xyij->iy", e, ipip * gs) + torch.einsum("kx,xyki->iy", e, ipvip * gs)
             self._add(out, q, centre)
         return out
+
+
+class DipoleDerivatives:
+    """Derivatives of the dipole integrals M_xij = <i|r_x|j> about a fixed origin (0 here), value (3, n, n).
+
+    The origin stays put when the nuclei move, so only the basis functions' centres count:
+    dM_xij/dA = -<nabla i|r_x|j> for i on A (and the same for j), from PySCF's ``int1e_irp`` = <i|r_x nabla_y|j>.
+    First order only: libcint has no <nabla nabla i|r|j>, so :meth:`hessian_vector` raises (a Hessian in an
+    electric field is not available).
+    """
+
+    def __init__(self, pyscf_mol, value):
+        self.mol = pyscf_mol
+        self.value = value
+        self.natm = pyscf_mol.natm
+        self.owner = _owner(pyscf_mol, value.device)
+
+    def _ip(self):
+        """(3, 3, n, n): [x, y, i, j] = <nabla_y i|r_x|j>."""
+        n = self.mol.nao
+        with self.mol.with_common_orig((0, 0, 0)):
+            irp = self.mol.intor("int1e_irp", comp=9)
+        return _tensor(irp, self.value.device).reshape(3, 3, n, n).transpose(-1, -2)
+
+    def gradient(self, g):
+        gs = g + g.transpose(-1, -2)
+        return _to_atoms(-torch.einsum("xyij,xij->iy", self._ip(), gs), self.owner, self.natm)
+
+    def response(self, h):
+        d = -torch.einsum("iy,xyij->xij", h[self.owner], self._ip())
+        return d + d.transpose(-1, -2)
+
+    def hessian_vector(self, g, h):
+        raise DFTError("second derivatives of the dipole integrals w.r.t. nuclear coordinates are not available "
+                       "(libcint has no <nabla nabla i|r|j>): a nuclear Hessian in an electric field cannot be "
+                       "computed. Take it at zero field, or differentiate the field and the nuclei to first order "
+                       "each (dipole derivatives, forces in a field).")
 
 
 OVERLAP = ("int1e_ipovlp", "int1e_ipipovlp", "int1e_ipovlpip")

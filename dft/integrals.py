@@ -50,6 +50,15 @@ def hcore(mol):
     return kinetic(mol) + nuclear_attraction(mol)
 
 
+def dipole(mol):
+    """Electronic dipole integrals <i|r|j> about the origin (0, 0, 0), (3, nao, nao), Bohr. The origin stays
+    fixed when the nuclei move; derivatives w.r.t. ``mol.coords`` are first order only (see
+    ``integral_grad.DipoleDerivatives``)."""
+    with mol.pyscf.with_common_orig((0, 0, 0)):
+        value = _tensor(mol, mol.pyscf.intor_symmetric("int1e_r", comp=3))
+    return integral_grad.attach(mol, value, lambda v: integral_grad.DipoleDerivatives(mol.pyscf, v))
+
+
 def eri(mol, max_memory=4000, packed=False):
     """Electron repulsion integrals (ij|kl) in chemists' notation, Hartree.
 

@@ -25,18 +25,21 @@ from pyscf.scf import hf, uhf
 from . import integrals, scf
 from .errors import DFTError, SCFNotConvergedError, SCFNotConvergedWarning
 from .grids import Grid
-from .properties import check_fixed_nuclei, dipole_integrals, nuclear_dipole
+from .properties import nuclear_dipole
 from .response import solve as solve_response
 from .xc import get_functional
 
 
 class _KohnSham:
-    def __init__(self, mol, xc="lda,vwn", grid_level=3, density_fit=False, auxbasis=None, conv_tol=1e-9,
-                 conv_tol_grad=None, max_cycle=50, level_shift=0.0, damp=0.0, diis_space=8, field=None,
-                 verbose=False, max_memory=4000):
-        self.mol = mol
+    def __init__(self, mol, xc="lda,vwn", grid_level=3, grid_response=False, density_fit=False, auxbasis=None,
+                 conv_tol=1e-9, conv_tol_grad=None, max_cycle=50, level_shift=0.0, damp=0.0, diis_space=8,
+                 field=None, verbose=False, max_memory=4000):
         self.functional = get_functional(xc)
         self.field = _check_field(field, mol)
+        self.grid_level = grid_level
+        self.grid_response = grid_response
+        self.density_fit = density_fit
+        self.auxbasis = auxbasis
         self.conv_tol = conv_tol
         self.conv_tol_grad = conv_tol_grad
         self.max_cycle = max_cycle
@@ -44,30 +47,40 @@ class _KohnSham:
         self.damp = damp
         self.diis_space = diis_space
         self.verbose = verbose
+        self.max_memory = max_memory
+        self.reset(mol)
+
+    def reset(self, mol):
+        """Point this object at ``mol`` (PySCF's ``mf.reset``): rebuild the integrals and the grid from it, keep
+        the functional, field and options, and clear the results. Returns ``self``.
+
+        Integrals are differentiable functions of ``mol.coords`` when it requires grad at this call."""
+        self.mol = mol
         self.overlap = integrals.overlap(mol)
         self.hcore = integrals.hcore(mol)
-        self.dipole_integrals = dipole_integrals(mol)
+        self.dipole_integrals = integrals.dipole(mol)
         hyb = self.functional.hyb
         pure = not torch.is_tensor(hyb) and hyb == 0
-        if density_fit:
-            self.eri = integrals.density_fit(mol, auxbasis or integrals.auxiliary_basis(mol, hybrid=not pure))
+        if self.density_fit:
+            self.eri = integrals.density_fit(mol, self.auxbasis or integrals.auxiliary_basis(mol, hybrid=not pure))
         else:
             # Without exact exchange only Coulomb is needed: the packed ERIs take a quarter of the memory.
-            self.eri = integrals.eri(mol, max_memory, packed=pure)
+            self.eri = integrals.eri(mol, self.max_memory, packed=pure)
         # Hartree-Fock has no semi-local components: no grid to build or integrate over.
         semilocal = len(self.functional.components) > 0
         deriv = 1 if self.functional.family == "gga" else 0
-        self.grid = Grid(mol, grid_level, deriv=deriv, max_memory=max_memory / 2) if semilocal else None
+        self.grid = (Grid(mol, self.grid_level, deriv=deriv, max_memory=self.max_memory / 2,
+                          grid_response=self.grid_response) if semilocal else None)
         self.converged = False
         self.e_tot = self.mo_energy = self.mo_coeff = self.mo_occ = None
         self.energy_components = {}
         self.cycles = 0
+        return self
 
     def get_hcore(self):
         """Core Hamiltonian in the field F: T + V + sum_x F_x <i|r_x|j> (origin 0), (nao, nao), Hartree."""
         if self.field is None:
             return self.hcore
-        check_fixed_nuclei(self.mol, "an electric field")
         return self.hcore + torch.einsum("x,xij->ij", self.field, self.dipole_integrals)
 
     def energy_nuc(self):
@@ -156,6 +169,9 @@ class RKS(_KohnSham):
         xc: functional name (``"lda,vwn"``, ``"pbe"``, ``"b3lyp"``, ...) or a functional module/callable
             ``e = f(rho, sigma=None, spin=0)`` with optional ``hyb`` and ``family`` attributes.
         grid_level: PySCF grid level (3 is PySCF's default).
+        grid_response: for derivatives w.r.t. ``mol.coords``, move the grid points and their Becke weights with
+            the atoms (PySCF's ``grid_response``); default False keeps the grid fixed in space, as PySCF's
+            analytic gradients and Hessians do (see ``dft.grids``).
         density_fit: use density fitting with the auxiliary basis PySCF's ``mf.density_fit()`` chooses (J-fit for
             pure functionals, JK-fit for hybrids; see ``integrals.auxiliary_basis``), or ``auxbasis``.
         conv_tol: energy-change threshold, Hartree; the orbital gradient must also be below conv_tol_grad.

@@ -230,6 +230,15 @@ class Molecule:
         moved.pyscf = self.pyscf.set_geom_(values, unit="bohr", inplace=False)
         return moved
 
+    def to_xyz(self, comment=""):
+        """The molecule as one XYZ frame (count line, ``comment`` line, ``symbol x y z`` lines in Angstrom), the
+        format :meth:`from_xyz` reads; frames written one after another make a trajectory file."""
+        if "\n" in comment:
+            raise MoleculeError("to_xyz: the comment must be a single line.")
+        angstrom = (self.coords.detach().to("cpu", torch.float64) * param.BOHR).tolist()
+        atoms = "".join(f"{s:<2} {x:18.10f} {y:18.10f} {z:18.10f}\n" for s, (x, y, z) in zip(self.symbols, angstrom))
+        return f"{self.natm}\n{comment}\n{atoms}"
+
     def to(self, device):
         """The same molecule with ``coords`` on ``device`` (the PySCF ``Mole`` is shared)."""
         moved = object.__new__(Molecule)

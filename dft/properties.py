@@ -18,23 +18,6 @@ from .errors import DFTError
 from .response import solve
 
 
-def dipole_integrals(mol):
-    """Electronic dipole integrals <i|r|j> about the origin, (3, nao, nao), Bohr. Constants: they carry no
-    derivative w.r.t. ``mol.coords`` (see :func:`check_fixed_nuclei`)."""
-    with mol.pyscf.with_common_orig((0, 0, 0)):
-        r = mol.pyscf.intor_symmetric("int1e_r", comp=3)
-    return torch.as_tensor(r, dtype=torch.float64).to(mol.device)
-
-
-def check_fixed_nuclei(mol, what):
-    """Refuse ``what`` (a use of the dipole integrals) when ``mol.coords`` requires grad: the integrals'
-    coordinate derivatives are not implemented, and the gradient would silently miss them."""
-    if mol.coords.requires_grad and torch.is_grad_enabled():
-        raise DFTError(f"{what} uses dipole integrals, whose derivatives w.r.t. nuclear coordinates are not "
-                       "implemented: the gradient w.r.t. mol.coords would be wrong. Use a molecule whose coords "
-                       "do not require grad (mol.coords.detach()), or run under torch.no_grad().")
-
-
 def nuclear_dipole(mol):
     """sum_A Z_A R_A, (3,), e Bohr; a torch function of ``mol.coords``."""
     return mol.nuclear_charges @ mol.coords
@@ -46,7 +29,6 @@ def dipole(mf):
     Equal to -dE/dF at the field of ``mf`` and to PySCF's ``mf.dip_moment(unit="au")``; differentiable
     through the implicit response of the density.
     """
-    check_fixed_nuclei(mf.mol, "dft.dipole")
     dm = solve(mf).dm
     total = dm if dm.ndim == 2 else dm[0] + dm[1]
     return nuclear_dipole(mf.mol) - torch.einsum("xij,ji->x", mf.dipole_integrals, total)

@@ -69,7 +69,9 @@ def solve(mf, tol=None):
     hyb = next((name for name, t in inputs.items() if t is mf.functional.hyb), None)
 
     def kohn_sham_map(dm, *values):
-        model = _substituted(mf, dict(zip(names, values)), hyb)
+        # Every input is substituted, the constants too: a grid block is one (weights, AO values) pair even
+        # when only its AO values carry a coordinate derivative.
+        model = _substituted(mf, {**inputs, **dict(zip(names, values))}, hyb)
         _, mo_coeff = eigh(model.get_fock(dm), model.overlap, degeneracy_tol=GAP_TOL)
         return scf.make_rdm1(mo_coeff, mf.mo_occ)
 
@@ -97,9 +99,9 @@ def check_gap(mo_energy, mo_occ, tol=GAP_TOL):
 
 def _inputs(mf):
     """Every tensor the Kohn-Sham map of ``mf`` depends on, by name (see :func:`_substituted`)."""
-    inputs = {"hcore": mf.hcore, "overlap": mf.overlap, "eri": mf.eri, "dipole_integrals": mf.dipole_integrals}
+    inputs = {"hcore": mf.hcore, "overlap": mf.overlap, "eri": mf.eri}
     if mf.field is not None:
-        inputs["field"] = mf.field
+        inputs["field"], inputs["dipole_integrals"] = mf.field, mf.dipole_integrals
     functional = mf.functional
     inputs.update((f"xc.{name}", t) for name, t in functional.named_parameters())
     inputs.update((f"xc.{name}", t) for name, t in functional.named_buffers())
@@ -114,7 +116,7 @@ def _inputs(mf):
 
 
 def _substituted(mf, values, hyb):
-    """A shallow copy of ``mf`` computing with ``values`` (names from :func:`_inputs`) in place of its own;
+    """A shallow copy of ``mf`` computing with ``values`` (every name from :func:`_inputs`) in place of its own;
     ``hyb`` names the functional's exact-exchange fraction among them, if it is a tensor."""
     model = copy.copy(mf)
     for name in ("hcore", "overlap", "eri", "dipole_integrals", "field"):

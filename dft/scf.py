@@ -121,23 +121,27 @@ def xc_energy(xc, grid, dm):
 def get_vxc(xc, grid, dm):
     """E_xc and V_xc = dE_xc/dD (symmetrized), by autograd, block by block so memory stays bounded.
 
-    With grad mode on and ``dm`` or a parameter of ``xc`` requiring grad, the result is itself differentiable
-    (double backward); otherwise it is a plain value.
+    With grad mode on and ``dm``, a parameter of ``xc`` or the grid's AO values or weights (``mol.coords``
+    requiring grad) requiring grad, the result is itself differentiable (double backward); otherwise it is a
+    plain value.
 
     Returns:
         ``(exc, vxc)``: scalar Hartree, and (..., nao, nao) like ``dm``, Hartree.
     """
     parameters = xc.parameters() if isinstance(xc, torch.nn.Module) else ()
-    differentiable = torch.is_grad_enabled() and (dm.requires_grad or any(p.requires_grad for p in parameters))
+    grad_mode = torch.is_grad_enabled()
+    differentiable = grad_mode and (dm.requires_grad or any(p.requires_grad for p in parameters))
     exc = dm.new_zeros(())
     vxc = torch.zeros_like(dm)
-    with torch.enable_grad():
-        d = dm if dm.requires_grad else dm.detach().requires_grad_()
-        for weights, ao in grid.blocks():
+    d = dm if dm.requires_grad else dm.detach().requires_grad_()
+    # The blocks are drawn in the caller's grad mode: in a no-grad SCF cycle they carry no coordinate graph.
+    for weights, ao in grid.blocks():
+        graph = differentiable or (grad_mode and (ao.requires_grad or weights.requires_grad))
+        with torch.enable_grad():
             e = _xc_block(xc, weights, ao, d)
-            (v,) = torch.autograd.grad(e, d, create_graph=differentiable)
-            exc = exc + (e if differentiable else e.detach())
-            vxc = vxc + v
+            (v,) = torch.autograd.grad(e, d, create_graph=graph)
+        exc = exc + (e if graph else e.detach())
+        vxc = vxc + v
     # The GGA term 2 grad(phi_i) phi_j D_ij is not symmetric in (i, j) per element; the potential is.
     vxc = (vxc + vxc.transpose(-1, -2)) / 2
     return exc, vxc

@@ -18,7 +18,7 @@ from pyscf.grad import rks as rks_grad
 from torch.autograd import gradcheck, gradgradcheck
 
 import dft
-from dft import grids, integrals
+from dft import grids, integral_grad, integrals
 from dft import scf as dft_scf
 from dft.xc import get_functional
 
@@ -75,6 +75,28 @@ def test_ao_values_first_and_second_derivatives(deriv, moving, device):
     coords = start.clone().requires_grad_()
     assert gradcheck(f, (coords,), **CHECK)
     assert gradgradcheck(f, (coords,), **CHECK)
+
+
+def test_dipole_integral_derivatives(device):
+    """First derivatives by gradcheck; ``response`` (the derivative of the gradient w.r.t. its cotangent, a
+    directional derivative of the integrals) against a central difference; second derivatives w.r.t. the
+    coordinates are refused."""
+    mol = water("6-31g", device)
+    coords = mol.coords.clone().requires_grad_()
+    assert gradcheck(lambda c: integrals.dipole(mol.with_coords(c)), (coords,), **CHECK)
+
+    direction = torch.randn(mol.natm, 3, dtype=torch.float64, device=device)
+    derivatives = integral_grad.DipoleDerivatives(mol.pyscf, integrals.dipole(mol))
+    step = 1e-5
+    difference = (integrals.dipole(mol.with_coords(mol.coords + step * direction))
+                  - integrals.dipole(mol.with_coords(mol.coords - step * direction))) / (2 * step)
+    torch.testing.assert_close(derivatives.response(direction), difference, atol=1e-8, rtol=0)
+
+    cotangent = torch.randn(3, mol.nao, mol.nao, dtype=torch.float64, device=device)
+    (gradient,) = torch.autograd.grad((integrals.dipole(mol.with_coords(coords)) * cotangent).sum(), coords,
+                                      create_graph=True)
+    with pytest.raises(dft.DFTError, match="second derivatives of the dipole integrals"):
+        torch.autograd.grad((gradient * direction).sum(), coords)
 
 
 def test_no_graph_without_requires_grad():

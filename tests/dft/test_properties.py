@@ -121,15 +121,59 @@ def test_bad_field_is_refused():
         our_mf("H2O", "pbe", "cpu", field=[0.0, float("nan"), 0.0])
 
 
-def test_dipole_integrals_refuse_coordinate_derivatives():
-    """Their derivatives w.r.t. nuclear positions are not implemented: refuse rather than give wrong forces."""
-    mf = our_mf("H2O", "lda,vwn", "cpu", field=[0.0, 0.0, 0.01])
-    mf.mol.coords.requires_grad_()
-    with pytest.raises(dft.DFTError, match="derivatives w.r.t. nuclear coordinates are not implemented"):
-        mf.kernel()
-    mf.field = None
+@pytest.mark.parametrize("name, xc", [("H2O", "hf"), ("H2O+", "pbe")])
+def test_dipole_derivatives_match_finite_differences_of_pyscf_dipoles(name, xc, device):
+    """d(mu)/dR along a random direction (the dipole integrals' coordinate derivatives and the density's
+    response) against central differences of PySCF's dipoles; PySCF rebuilds its grid at each geometry, so
+    ours moves with the atoms too (grid_response)."""
+    atom, charge, spin = MOLECULES[name]
+    mol = dft.Molecule(atom, "6-31g", charge=charge, spin=spin, device=device)
+    mol.coords.requires_grad_()
+    mf = method(name)(mol, xc=xc, grid_level=LEVEL, grid_response=True, conv_tol=CONV_TOL)
     mf.kernel(strict=True)
-    with pytest.raises(dft.DFTError, match=r"dft.dipole uses dipole integrals.*mol.coords.detach"):
-        dft.dipole(mf)
-    with torch.no_grad():
-        assert torch.isfinite(dft.dipole(mf)).all()
+    direction = torch.randn(mol.natm, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    mu = dft.dipole(mf)
+    derivative = torch.stack([torch.autograd.grad(mu[x], mol.coords, retain_graph=True)[0] for x in range(3)])
+    along = (derivative.cpu() * direction).sum((1, 2)).numpy()
+
+    pmol = gto.M(atom=atom, basis="6-31g", charge=charge, spin=spin, verbose=0)
+    step = 5e-4  # the difference's truncation error is ~5e-8 a.u.
+
+    def pyscf_dipole(t):
+        moved = pmol.set_geom_(pmol.atom_coords() + t * direction.numpy(), unit="bohr", inplace=False)
+        # A converged-but-loose density shifts the dipole smoothly with geometry, by ~1e-6 a.u. per Bohr at
+        # PySCF's default conv_tol_grad: tighten it.
+        kohn_sham = pyscf_dft.UKS if spin else pyscf_dft.RKS
+        ref = kohn_sham(moved, xc=xc).set(conv_tol=PYSCF_CONV_TOL, conv_tol_grad=1e-10, small_rho_cutoff=0)
+        ref.grids.level = LEVEL
+        ref.kernel()
+        assert ref.converged
+        return ref.dip_moment(unit="AU", verbose=0)
+
+    np.testing.assert_allclose(along, (pyscf_dipole(step) - pyscf_dipole(-step)) / (2 * step), atol=3e-7)
+
+
+def test_forces_in_a_field_include_the_dipole_integrals(device):
+    """dE/dR in a field against a central difference of PySCF's finite-field energies (plus the nuclei's
+    energy in the field), along a random direction."""
+    field = np.array([0.01, -0.02, 0.015])
+    atom, charge, spin = MOLECULES["HF"]
+    mol = dft.Molecule(atom, "6-31g", device=device)
+    mol.coords.requires_grad_()
+    energy = dft.RKS(mol, xc="hf", field=field, conv_tol=1e-12, conv_tol_grad=1e-9).kernel(strict=True)
+    (gradient,) = torch.autograd.grad(energy, mol.coords)
+    direction = np.random.default_rng(3).normal(size=(mol.natm, 3))
+    pmol = gto.M(atom=atom, basis="6-31g", verbose=0)
+
+    def pyscf_energy(t):
+        moved = pmol.set_geom_(pmol.atom_coords() + t * direction, unit="bohr", inplace=False)
+        ref = pyscf_dft.RKS(moved, xc="hf").set(conv_tol=PYSCF_CONV_TOL, conv_tol_grad=1e-10)
+        with moved.with_common_orig((0, 0, 0)):
+            h = ref.get_hcore() + np.einsum("x,xij->ij", field, moved.intor("int1e_r"))
+        ref.get_hcore = lambda *args: h
+        ref.kernel()
+        return ref.e_tot - field @ (moved.atom_charges() @ moved.atom_coords())
+
+    step = 1e-4
+    reference = (pyscf_energy(step) - pyscf_energy(-step)) / (2 * step)
+    assert float((gradient.cpu().numpy() * direction).sum()) == pytest.approx(reference, abs=1e-7)
