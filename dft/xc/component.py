@@ -7,7 +7,7 @@ write only the formula; the spin layout and libxc's small-density screening are 
 
 import torch
 
-from .density import floor_at, screen_sigmas, split_spin, zeta
+from .density import floor_at, keep_mask, screen_sigmas, split_spin, stand_in, zeta
 
 LOW_PRECISION_DENS_THRESHOLD = 1e-7  # bohr^-3; float32 keeps (rho / 2)^(-14/3) finite above it
 
@@ -51,11 +51,11 @@ class Exchange(Component):
         return self._screened(rho_a, sigma_aa, threshold) + self._screened(rho_b, sigma_bb, threshold)
 
     def _screened(self, rho_s, sigma_ss, threshold):
-        keep = rho_s > threshold
-        rho_s = torch.where(keep, rho_s, 1.0)
+        keep = keep_mask(rho_s > threshold, rho_s)
+        rho_s = stand_in(rho_s, keep, 1.0)
         if sigma_ss is not None:
-            sigma_ss = torch.where(keep, sigma_ss, 0.0)
-        return torch.where(keep, self.per_spin(rho_s, sigma_ss), 0.0)
+            sigma_ss = sigma_ss * keep
+        return self.per_spin(rho_s, sigma_ss) * keep
 
     def per_spin(self, rho_s, sigma_ss):
         raise NotImplementedError
@@ -73,20 +73,20 @@ class Correlation(Component):
     def forward(self, rho, sigma=None, spin=0):
         rho_a, rho_b, *sigmas = split_spin(rho, sigma, spin, self.family)
         threshold = self.threshold(rho.dtype)
-        keep = rho_a + rho_b >= threshold
+        keep = keep_mask(rho_a + rho_b >= threshold, rho_a)
         if spin == 1:
             rho_a, rho_b = floor_at(rho_a, threshold), floor_at(rho_b, threshold)
-        rho_a = torch.where(keep, rho_a, 0.5)
-        rho_b = rho_a if spin == 0 else torch.where(keep, rho_b, 0.5)
+        rho_a = stand_in(rho_a, keep, 0.5)
+        rho_b = rho_a if spin == 0 else stand_in(rho_b, keep, 0.5)
         if sigmas[0] is not None:
             sigmas = screen_sigmas(*sigmas, threshold, spin)
             if spin == 0:
-                sigmas = [torch.where(keep, sigmas[0], 0.0)] * 3
+                sigmas = [sigmas[0] * keep] * 3
             else:
-                sigmas = [torch.where(keep, s, 0.0) for s in sigmas]
-        n = rho_a + rho_b
+                sigmas = [s * keep for s in sigmas]
+        n = 2 * rho_a if spin == 0 else rho_a + rho_b
         z = 0.0 if spin == 0 else zeta(rho_a, rho_b)
-        return torch.where(keep, self.energy(n, z, rho_a, rho_b, *sigmas), 0.0)
+        return self.energy(n, z, rho_a, rho_b, *sigmas) * keep
 
     def energy(self, n, z, rho_a, rho_b, sigma_aa, sigma_ab, sigma_bb):
         raise NotImplementedError

@@ -34,7 +34,8 @@ def split_spin(rho, sigma, spin, family):
         raise XCError(f"with spin=1, rho must have shape (2, ..., N) = (rho_a, rho_b); got {tuple(rho.shape)}")
     if family == "lda":
         if spin == 0:
-            return rho / 2, rho / 2, None, None, None
+            half = rho * 0.5
+            return half, half, None, None, None
         return rho[0], rho[1], None, None, None
     if sigma is None:
         raise XCError("this functional is a GGA: pass sigma = |grad rho|^2 (spin=0) or "
@@ -44,8 +45,8 @@ def split_spin(rho, sigma, spin, family):
         raise XCError(f"sigma must have shape {tuple(expected)} for rho of shape {tuple(rho.shape)} "
                       f"and spin={spin}; got {tuple(sigma.shape)}")
     if spin == 0:
-        quarter = sigma / 4
-        return rho / 2, rho / 2, quarter, quarter, quarter
+        half, quarter = rho * 0.5, sigma * 0.25
+        return half, half, quarter, quarter, quarter
     return rho[0], rho[1], sigma[0], sigma[1], sigma[2]
 
 
@@ -72,6 +73,27 @@ def floor_at(x, threshold):
     exactly that value and derivative.
     """
     return x + (threshold - x).clamp(min=0).detach()
+
+
+def cbrt(x):
+    """x^(1/3) for positive x, as exp(log(x) / 3): a few times faster than a float ``pow`` on CPU, with
+    cheaper derivatives, and accurate to a few ulp.  Other powers p/3 are built from it by multiplication."""
+    return torch.exp(torch.log(x) / 3)
+
+
+def keep_mask(keep, like):
+    """The boolean mask ``keep`` as 0/1 values in ``like``'s dtype.
+
+    ``x * mask`` and ``stand_in(x, mask, value)`` replace ``torch.where`` on the hot path: they are much faster
+    elementwise kernels on CPU, and give the same values and derivatives wherever ``x`` is finite (the masked
+    branches are always evaluated on finite stand-ins).
+    """
+    return keep.to(like.dtype)
+
+
+def stand_in(x, mask, value):
+    """x where ``mask`` is 1 and the constant ``value`` where it is 0 (``mask`` from ``keep_mask``)."""
+    return torch.addcmul((1 - mask) * value, x, mask)
 
 
 def zeta(rho_a, rho_b):

@@ -65,11 +65,11 @@ class XCFunctional(torch.nn.Module):
 
     def forward(self, rho, sigma=None, spin=0):
         rho_a, rho_b, *_ = split_spin(rho, sigma, spin, self.family)
-        e = (rho_a + rho_b) * 0
-        weights = self.weights.to(e)
-        for weight, component in zip(weights, self.components):
-            e = e + weight * component(rho, sigma, spin=spin)
-        return e
+        if not self.components:
+            return (rho_a + rho_b) * 0
+        weights = self.weights.to(rho_a)
+        terms = [weight * component(rho, sigma, spin=spin) for weight, component in zip(weights, self.components)]
+        return sum(terms[1:], terms[0])
 
     def extra_repr(self):
         return f"name={self.name!r}, hyb={self.hyb}, family={self.family!r}, weights={self.weights.tolist()}"

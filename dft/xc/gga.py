@@ -10,8 +10,8 @@ import math
 import torch
 
 from .component import Correlation, Exchange
-from .density import opz_pow, phi
-from .lda import PW92_MOD_FZ20, PW92_MOD_PARAMS, SLATER_C, pw92_eps, wigner_seitz_radius
+from .density import cbrt, keep_mask, opz_pow, phi, stand_in
+from .lda import PW92_MOD_FZ20, PW92_MOD_PARAMS, RS_FACTOR, SLATER_C, pw92_eps, wigner_seitz_radius
 
 X2S = 1 / (2 * (6 * math.pi ** 2) ** (1 / 3))  # s = X2S * x for the spin-channel reduced gradient x
 _SERIES_BELOW = 1e-8  # x^2 below which x asinh(x) = x^2 - x^4/6 to double precision
@@ -19,12 +19,18 @@ _SERIES_BELOW = 1e-8  # x^2 below which x asinh(x) = x^2 - x^4/6 to double preci
 
 def x_asinh_x(x2):
     """x asinh(x) as a smooth function of x^2, with finite derivatives at x = 0."""
-    small = x2 < _SERIES_BELOW
-    safe = torch.where(small, 1.0, x2)
+    large = keep_mask(x2 >= _SERIES_BELOW, x2)
+    safe = stand_in(x2, large, 1.0)
     x = safe.sqrt()
     # asinh(x) = log1p(x + x^2 / (1 + sqrt(1 + x^2))): accurate, and faster than torch.asinh on CPU
     asinh = torch.log1p(x + safe / (1 + (1 + safe).sqrt()))
-    return torch.where(small, x2 - x2 * x2 / 6, x * asinh)
+    return torch.addcmul((x2 - x2 * x2 / 6) * (1 - large), x * asinh, large)
+
+
+def rho43_and_x2(rho_s, sigma_ss):
+    """rho_s^(4/3) [bohr^-4] and the squared reduced gradient x^2 = sigma_ss / rho_s^(8/3) of one spin channel."""
+    rho43 = rho_s * cbrt(rho_s)
+    return rho43, sigma_ss / (rho43 * rho43)
 
 
 class _GGAComponent:
@@ -46,9 +52,9 @@ class B88(_GGAComponent, Exchange):
 
     def per_spin(self, rho_s, sigma_ss):
         beta, gamma = self._buffers_as(rho_s, "beta", "gamma")
-        x2 = sigma_ss * rho_s ** (-8 / 3)
+        rho43, x2 = rho43_and_x2(rho_s, sigma_ss)
         enhancement = 1 + beta / SLATER_C * x2 / (1 + gamma * beta * x_asinh_x(x2))
-        return -SLATER_C * rho_s ** (4 / 3) * enhancement
+        return -SLATER_C * rho43 * enhancement
 
 
 class PBEExchange(_GGAComponent, Exchange):
@@ -61,8 +67,9 @@ class PBEExchange(_GGAComponent, Exchange):
 
     def per_spin(self, rho_s, sigma_ss):
         kappa, mu = self._buffers_as(rho_s, "kappa", "mu")
-        s2 = X2S ** 2 * sigma_ss * rho_s ** (-8 / 3)
-        return -SLATER_C * rho_s ** (4 / 3) * (1 + kappa - kappa * kappa / (kappa + mu * s2))
+        rho43, x2 = rho43_and_x2(rho_s, sigma_ss)
+        s2 = X2S ** 2 * x2
+        return -SLATER_C * rho43 * (1 + kappa - kappa * kappa / (kappa + mu * s2))
 
 
 class PBECorrelation(_GGAComponent, Correlation):
@@ -82,7 +89,11 @@ class PBECorrelation(_GGAComponent, Correlation):
         eps = pw92_eps(rs, z, PW92_MOD_PARAMS, PW92_MOD_FZ20)
         phi_z = phi(z)
         phi3 = phi_z ** 3
-        t2 = (sigma_aa + 2 * sigma_ab + sigma_bb) * n ** (-8 / 3) / (16 * 2 ** (2 / 3) * phi_z * phi_z * rs)
+        n_m13 = rs / RS_FACTOR
+        n_m23 = n_m13 * n_m13
+        n_m43 = n_m23 * n_m23
+        n_m83 = n_m43 * n_m43
+        t2 = (sigma_aa + 2 * sigma_ab + sigma_bb) * n_m83 / (16 * 2 ** (2 / 3) * phi_z * phi_z * rs)
         A = beta / (gamma * torch.expm1(-eps / (gamma * phi3)))
         f1 = t2 + A * t2 * t2
         H = gamma * phi3 * torch.log1p(beta * f1 / (gamma * (1 + A * f1)))
@@ -102,19 +113,26 @@ class LYP(_GGAComponent, Correlation):
 
     def energy(self, n, z, rho_a, rho_b, sigma_aa, sigma_ab, sigma_bb):
         a, b, c, d = self._buffers_as(n, "a", "b", "c", "d")
-        rr = n ** (-1 / 3)
-        omega = b * torch.exp(-c * rr) / (1 + d * rr)
-        delta = (c + d / (1 + d * rr)) * rr
-        xt2 = (sigma_aa + 2 * sigma_ab + sigma_bb) * rr ** 8
-        xa2 = sigma_aa * rho_a ** (-8 / 3)
-        xb2 = sigma_bb * rho_b ** (-8 / 3)
+        rr = 1 / cbrt(n)
+        inv_drr = 1 / (1 + d * rr)
+        omega = b * torch.exp(-c * rr) * inv_drr
+        delta = (c + d * inv_drr) * rr
+        rr2 = rr * rr
+        rr4 = rr2 * rr2
+        if isinstance(z, float):  # restricted: zeta = 0 and the spin channels are equal
+            # The general expression below at zeta = 0, x_a^2 = x_b^2 = 2^(2/3) x_t^2, collected by hand.
+            xt2 = 4 * sigma_aa * (rr4 * rr4)
+            return n * a * (omega * (xt2 * (3 + 7 * delta) / 72 - self.CF) - inv_drr)
+        xt2 = (sigma_aa + 2 * sigma_ab + sigma_bb) * (rr4 * rr4)
+        _, xa2 = rho43_and_x2(rho_a, sigma_aa)
+        _, xb2 = rho43_and_x2(rho_b, sigma_bb)
         up83, dn83 = opz_pow(z, 8 / 3), opz_pow(-z, 8 / 3)
         up113, dn113 = opz_pow(z, 11 / 3), opz_pow(-z, 11 / 3)
         aux6 = 2 ** (-8 / 3)
         aux4 = aux6 / 4
         aux5 = aux4 / 18
         one_z2 = 1 - z * z
-        t1 = -one_z2 / (1 + d * rr)
+        t1 = -one_z2 * inv_drr
         t2 = -xt2 * (one_z2 * (47 - 7 * delta) / 72 - 2 / 3)
         t3 = -self.CF / 2 * one_z2 * (up83 + dn83)
         t4 = aux4 * one_z2 * (2.5 - delta / 18) * (xa2 * up83 + xb2 * dn83)

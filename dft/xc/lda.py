@@ -9,21 +9,22 @@ import math
 import torch
 
 from .component import Correlation, Exchange
-from .density import f_zeta
+from .density import cbrt, f_zeta
 
 SLATER_C = 0.75 * (6 / math.pi) ** (1 / 3)  # e_x of one spin channel is -SLATER_C rho_s^(4/3)
+RS_FACTOR = (3 / (4 * math.pi)) ** (1 / 3)  # r_s = RS_FACTOR n^(-1/3)
 
 
 def wigner_seitz_radius(n):
     """r_s = (3 / (4 pi n))^(1/3) [bohr] from the total density n [bohr^-3]."""
-    return (3 / (4 * math.pi * n)) ** (1 / 3)
+    return RS_FACTOR / cbrt(n)
 
 
 class Slater(Exchange):
     """Slater (Dirac) exchange, libxc LDA_X: e_x = -(3/4)(6/pi)^(1/3) sum_s rho_s^(4/3)."""
 
     def per_spin(self, rho_s, sigma_ss):
-        return -SLATER_C * rho_s ** (4 / 3)
+        return -SLATER_C * rho_s * cbrt(rho_s)
 
 
 # Vosko-Wilk-Nusair fits (Hartree): rows paramagnetic, ferromagnetic, spin stiffness; columns A, b, c, x0.
@@ -43,8 +44,9 @@ def vwn_fit(rs, A, b, c, x0):
     Q = math.sqrt(4 * c - b * b)
     f2 = b * x0 / (x0 * x0 + b * x0 + c)
     f3 = 2 * (2 * x0 + b) / Q
+    d = x - x0
     return A * (torch.log(rs / X) + (2 * b / Q - f2 * f3) * torch.atan(Q / (2 * x + b))
-                - f2 * torch.log((x - x0) ** 2 / X))
+                - f2 * torch.log(d * d / X))
 
 
 class VWN5(Correlation):
