@@ -18,11 +18,16 @@ d chi/dA = -nabla chi; PySCF's ``ip`` integrals carry nabla on the function they
 named function). An operator centred on nucleus C (1/|r - C|) is handled by translation invariance: moving C by
 h is moving every basis function by -h. Third derivatives are not available (the second-order backward is
 ``once_differentiable`` and says so if asked).
+
+The Coulomb matrix J[D] of the ERIs has its own Function (:func:`coulomb`): its coordinate gradient contracts
+the derivative integrals with density matrices, as PySCF's analytic gradient does, without forming the
+(nao,)*4 cotangent of the ERIs.
 """
 
 import numpy as np
 import torch
 from pyscf import df
+from pyscf.grad import rhf as rhf_grad
 from torch.autograd.function import once_differentiable
 
 from .errors import DFTError
@@ -212,6 +217,79 @@ METRIC = ("int2c2e_ip1", "int2c2e_ipip1", "int2c2e_ip1ip2")
 def nuclear_centres(pyscf_mol):
     """[(C, Z_C)] of the point nuclei, for :class:`TwoCentreDerivatives` of the nuclear attraction."""
     return [(c, float(z)) for c, z in enumerate(pyscf_mol.atom_charges())]
+
+
+class _Coulomb(torch.autograd.Function):
+    """(R, D) -> J[D]_ij = sum_kl (ij|kl)(R) D_kl with ``contract(eri, dm)`` forming J.
+
+    The first derivative w.r.t. R contracts (nabla i j|kl) with density matrices as PySCF's analytic gradient
+    does (``pyscf.grad.rhf.get_j``), never forming the 4-index cotangent of the ERIs: for a cotangent G of J,
+    sum G_ij dJ_ij/dR_A = -1/2 sum_(i on A) sum_j (Gs v[Ds] + Ds v[Gs])_ij, with Ds = D + D^T, Gs = G + G^T and
+    v[M]_ij = sum_kl (nabla i j|kl) M_lk. A double backward (create_graph) goes through the 4-index path.
+    """
+
+    @staticmethod
+    def forward(coords, dm, derivatives, contract):
+        return contract(derivatives.value, dm)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        coords, dm, ctx.derivatives, ctx.contract = inputs
+        ctx.save_for_backward(coords, dm)
+
+    @staticmethod
+    def backward(ctx, g):
+        coords, dm = ctx.saved_tensors
+        d, contract = ctx.derivatives, ctx.contract
+        if torch.is_grad_enabled():
+            return (*_coulomb_backward_twice(coords, dm, g, d, contract), None, None)
+        d_dm = contract(d.value, g) if ctx.needs_input_grad[1] else None
+        d_coords = _coulomb_gradient(d, dm, g) if ctx.needs_input_grad[0] else None
+        return d_coords, d_dm, None, None
+
+
+def _coulomb_gradient(derivatives, dm, g):
+    """sum G_ij dJ[D]_ij/dR, (natm, 3), from PySCF's density-matrix contractions of ``int2e_ip1``."""
+    nao = dm.shape[-1]
+    ds = (dm + dm.transpose(-1, -2)).reshape(-1, nao, nao)
+    gs = (g + g.transpose(-1, -2)).reshape(-1, nao, nao)
+    # An energy's cotangent is proportional to D (1/2 D for 1/2 tr(D J[D])): then one contraction serves both
+    # terms, half the work.
+    scale = (gs * ds).sum() / (ds * ds).sum()
+    proportional = bool(torch.allclose(gs, scale * ds, rtol=1e-12, atol=0))
+    # The integrals live in libcint: their contraction runs on host memory, as every derivative integral here.
+    mats = (ds if proportional else torch.cat([ds, gs])).detach().cpu().numpy()
+    v = -_tensor(rhf_grad.get_j(derivatives.mol, mats), dm.device)  # (n or 2 n, 3, nao, nao)
+    if proportional:
+        per_function = 2 * scale * torch.einsum("bij,bxij->ix", ds, v)
+    else:
+        n = len(ds)
+        per_function = torch.einsum("bij,bxij->ix", gs, v[:n]) + torch.einsum("bij,bxij->ix", ds, v[n:])
+    return _to_atoms(-0.5 * per_function, derivatives.owner, derivatives.natm)
+
+
+def _coulomb_backward_twice(coords, dm, g, derivatives, contract):
+    """The backward of :class:`_Coulomb` as differentiable functions of (R, D, G), through the 4-index ERIs."""
+    d_dm = contract(_Value.apply(coords, derivatives), g)
+    with torch.enable_grad():
+        eri = derivatives.value.detach().requires_grad_()
+        (d_eri,) = torch.autograd.grad(contract(eri, dm), eri, g, create_graph=True)
+    return _Gradient.apply(coords, d_eri, derivatives), d_dm
+
+
+def coulomb(eri, dm, contract):
+    """J[D] = ``contract(eri, dm)``; when ``eri`` is the coordinate-differentiable packed ERI tensor of
+    :func:`attach`, through :class:`_Coulomb`, whose coordinate gradient avoids the 4-index cotangent.
+
+    The full tensor (kept for exact exchange) keeps the generic path: K's cotangent is 4-index anyway, and J
+    sharing it keeps a Hessian at one sweep of the second-derivative integrals."""
+    node = eri.grad_fn
+    # A custom Function's graph node is its ctx: it holds the derivatives object and the saved coordinates.
+    if (torch.is_grad_enabled() and type(node) is _Value._backward_cls
+            and isinstance(node.derivatives, ERIDerivatives) and node.derivatives.packed):
+        (coords,) = node.saved_tensors
+        return _Coulomb.apply(coords, dm, node.derivatives, contract)
+    return contract(eri, dm)
 
 
 def _eri_symmetrized(g):
@@ -420,7 +498,8 @@ class AOValueDerivatives:
         size = max(64, self.block_values // (n_components(deriv) * self.mol.nao))
         for start in range(0, len(self.points), size):
             block = slice(start, start + size)
-            yield block, _tensor(self.mol.eval_gto(name, self.points[block]), self.value.device)
+            # libcint writes (ncomp, nao, Nb): keep its strides (a view) rather than copying to (ncomp, Nb, nao).
+            yield block, torch.from_numpy(self.mol.eval_gto(name, self.points[block])).to(self.value.device)
 
     def _to_atoms(self, t, block):
         """(3, Nb, nao) per (point, function) derivative -> (natm, 3): -function centres (+points if moving)."""
@@ -441,7 +520,8 @@ class AOValueDerivatives:
         up = _raised(self.deriv).to(g.device)
         out = g.new_zeros(self.natm, 3)
         for block, ao in self._blocks(1):
-            t = torch.einsum("cgi,cxgi->xgi", g[:, block], ao[up])
+            # t_x = sum_c g_c d(phi_c)/dx, one product per component: no gathered copy of the AO derivatives.
+            t = sum(g[c, block] * ao[up[c]] for c in range(len(up)))
             out += self._to_atoms(t, block)
         return out
 

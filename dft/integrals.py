@@ -66,7 +66,9 @@ def eri(mol, max_memory=4000, packed=False):
         max_memory: largest tensor allowed, MB; above it use :func:`density_fit`.
         packed: return the 4-fold packed form (npair, npair), npair = nao (nao + 1) / 2, pairs (i >= j) in
             row-major lower-triangle order: a quarter of the memory, enough for Coulomb (pure functionals).
-            Its coordinate derivatives (when ``mol.coords`` requires grad) still go through full-size tensors.
+            Coulomb matrices built from it by ``scf.get_jk`` take their first coordinate derivatives by
+            density-matrix contractions (``integral_grad.coulomb``); any other use, and second derivatives, go
+            through full-size (nao,)*4 tensors.
 
     Returns:
         (nao, nao, nao, nao) tensor, or (npair, npair) when ``packed``.

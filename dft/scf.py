@@ -22,6 +22,7 @@ from typing import NamedTuple
 import torch
 from tqdm.auto import tqdm
 
+from . import integral_grad
 from .errors import DFTError
 
 # PySCF drops overlap eigenvalues below this (scf.hf.overlap_zero_eigenvalue_threshold): linear dependencies.
@@ -51,13 +52,33 @@ def get_jk(eri, dm, with_k=True):
     Returns:
         ``(vj, vk)``, each shaped like ``dm``.
     """
+    if eri.ndim == 2 and with_k:
+        raise DFTError("exact exchange needs the full ERI tensor (integrals.eri(mol, packed=False)) or "
+                       "density fitting; the packed form holds Coulomb only.")
+    vj = integral_grad.coulomb(eri, dm, _get_j)
+    if not with_k:
+        return vj, None
+    shape = dm.shape
+    nao = shape[-1]
+    dms = dm.reshape(-1, nao, nao)
+    if eri.ndim == 4:
+        # (ik|jl) D_kl = sum_k [(ki|jl) viewed as (k, ij, l)] @ D[k, :]: a batched product, no transposed copy.
+        by_k = eri.reshape(nao, nao * nao, nao)
+        vk = torch.stack([torch.bmm(by_k, d.unsqueeze(-1)).sum(0) for d in dms])
+    else:
+        naux = eri.shape[0]
+        # K = sum_P B_P D B_P, as one product over the combined (P, k) index.
+        stacked = eri.transpose(0, 1).reshape(nao, naux * nao)
+        vk = torch.stack([(eri @ d).transpose(0, 1).reshape(nao, naux * nao) @ stacked.T for d in dms])
+    return vj, vk.reshape(shape)
+
+
+def _get_j(eri, dm):
+    """J[D] (shaped like ``dm``) from any of the ERI forms of :func:`get_jk`."""
     shape = dm.shape
     nao = shape[-1]
     dms = dm.reshape(-1, nao, nao)
     if eri.ndim == 2:
-        if with_k:
-            raise DFTError("exact exchange needs the full ERI tensor (integrals.eri(mol, packed=False)) or "
-                           "density fitting; the packed form holds Coulomb only.")
         i, j = torch.tril_indices(nao, nao, device=dm.device)
         # sum_kl (ij|kl) D_kl over pairs k >= l: off-diagonal pairs count twice.
         pairs = (dms + dms.transpose(-1, -2))[:, i, j] - torch.where(i == j, dms[:, i, j], 0)
@@ -65,26 +86,11 @@ def get_jk(eri, dm, with_k=True):
         vj = dm.new_zeros(dms.shape)
         vj[:, i, j] = vj_pairs
         vj[:, j, i] = vj_pairs
-        return vj.reshape(shape), None
+        return vj.reshape(shape)
     if eri.ndim == 4:
-        flat = eri.reshape(nao * nao, nao * nao)
-        vj = (dms.reshape(-1, nao * nao) @ flat).reshape(shape)
-        vk = None
-        if with_k:
-            # (ik|jl) D_kl = sum_k [(ki|jl) viewed as (k, ij, l)] @ D[k, :]: a batched product, no transposed copy.
-            by_k = eri.reshape(nao, nao * nao, nao)
-            vk = torch.stack([torch.bmm(by_k, d.unsqueeze(-1)).sum(0) for d in dms]).reshape(shape)
-        return vj, vk
-    naux = eri.shape[0]
-    flat = eri.reshape(naux, nao * nao)
-    vj = ((dms.reshape(-1, nao * nao) @ flat.T) @ flat).reshape(shape)
-    vk = None
-    if with_k:
-        # K = sum_P B_P D B_P, as one product over the combined (P, k) index.
-        stacked = eri.transpose(0, 1).reshape(nao, naux * nao)
-        vk = torch.stack([(eri @ d).transpose(0, 1).reshape(nao, naux * nao) @ stacked.T for d in dms])
-        vk = vk.reshape(shape)
-    return vj, vk
+        return (dms.reshape(-1, nao * nao) @ eri.reshape(nao * nao, nao * nao)).reshape(shape)
+    flat = eri.reshape(eri.shape[0], nao * nao)
+    return ((dms.reshape(-1, nao * nao) @ flat.T) @ flat).reshape(shape)
 
 
 def eval_rho(ao, dm, gga=False):

@@ -52,6 +52,24 @@ def test_eri_first_and_second_derivatives(packed, device):
     check_derivatives(water(device=device), lambda m: integrals.eri(m, packed=packed))
 
 
+def test_coulomb_matrix_first_and_second_derivatives(device):
+    """J[D] from the coordinate-differentiable packed ERIs goes through integral_grad._Coulomb (first derivatives
+    by PySCF's density-matrix contractions, second through the 4-index path): checked w.r.t. R and D together,
+    with a cotangent not proportional to D (an energy's is: that case is checked against PySCF below)."""
+    mol = water(device=device)
+    coords = mol.coords.clone().requires_grad_()
+    generator = torch.Generator().manual_seed(0)
+    dm = torch.randn(mol.nao, mol.nao, dtype=torch.float64, generator=generator).to(device)
+    dm = (dm + dm.T).requires_grad_()
+
+    def f(c, d):
+        return dft_scf.get_jk(integrals.eri(mol.with_coords(c), packed=True), d, with_k=False)[0]
+
+    assert type(f(coords, dm).grad_fn) is integral_grad._Coulomb._backward_cls
+    assert gradcheck(f, (coords, dm), **CHECK)
+    assert gradgradcheck(f, (coords, dm), **CHECK)
+
+
 def test_density_fit_first_and_second_derivatives(device):
     # LiH: the factor B = L^-1 (P|ij) with (P|Q) = L L^T, 3- and 2-centre derivatives and the Cholesky together.
     mol = dft.Molecule("Li 0 0 0; H 0 0 1.595", "sto-3g", device=device)
