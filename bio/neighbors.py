@@ -3,8 +3,9 @@
 A list holds the pairs (2, P), i < j, closer than `cutoff + skin` at its last build (a Verlet list). It is
 rebuilt when some atom has moved more than skin/2 since then (no pair can have come within the cutoff
 otherwise), when the box changes, or when the batch shape or device changes. Building uses a cell list: atoms
-are binned into cells at least (cutoff + skin)/2 wide and only the 125 surrounding cells are searched, in
-chunks of atoms, so time and memory are linear in the number of atoms. Lists are built without gradient (which pairs
+are binned into cells at least (cutoff + skin)/2 wide, and each cell is compared with the cells within two cells of
+it, each pair of cells once (a half shell of 63 offsets), all cells at a time as dense blocks of their atoms'
+coordinates, so time and memory are linear in the number of atoms. Lists are built without gradient (which pairs
 interact is piecewise constant in the positions); energies gathered through them stay differentiable, and
 must still drop pairs beyond the cutoff (the list also holds pairs within the skin).
 
@@ -56,7 +57,13 @@ class NeighborList:
 
     def distances(self, positions, box=None):
         """(pairs (2, P), distances (..., P) nm from atom i to the nearest image of atom j), differentiable
-        with respect to positions and box (see `terms.pairwise.PairDistance`).
+        with respect to positions and box (see `terms.pairwise.PairDistance`)."""
+        pairs, shift = self.images_of(positions, box)
+        return pairs, PairDistance.apply(positions, pairs[0], pairs[1], shift)
+
+    def images_of(self, positions, box=None):
+        """(pairs (2, P), image vectors shift (..., P, 3) nm from atom i to the nearest image of atom j, or None
+        without periodicity); the distances are |x_j - x_i + shift|.
 
         For one conformation the periodic images are those found when the list was built (fixed until the next
         rebuild, which any move beyond skin/2 triggers), so no per-call minimum-image reduction is needed; within
@@ -72,7 +79,7 @@ class NeighborList:
                 d = positions.index_select(-2, j) - positions.index_select(-2, i)
                 images = torch.round((minimum_image(d, box.unsqueeze(-3)) - d) @ torch.linalg.inv(box))
             shift = images @ box
-        return pairs, PairDistance.apply(positions, i, j, shift)
+        return pairs, shift
 
     def _needs_rebuild(self, positions, box):
         if self.pairs is None or self.pairs.device != positions.device:
@@ -91,6 +98,7 @@ class NeighborList:
     def _build(self, positions, box):
         device = positions.device
         excluded = self.excluded.to(device)
+        images = None
         if self.cutoff is None:
             pairs = torch.triu_indices(self.n_atoms, self.n_atoms, 1, device=device)
         else:
@@ -105,28 +113,33 @@ class NeighborList:
                                      f"({half_width:g} nm); use a smaller cutoff or a larger box.")
                 self._skin = max(0.0, min(self.skin, half_width - self.cutoff))
             found = [self._search(flat[b], None if boxes is None else boxes[b]) for b in range(len(flat))]
-            keys = torch.cat([pair_keys(p, self.n_atoms) for p in found])
-            keys = torch.unique(keys) if len(found) > 1 else keys
-            pairs = torch.stack([keys // self.n_atoms, keys % self.n_atoms])
+            if len(found) == 1:
+                pairs, images = found[0]
+            else:
+                keys = torch.unique(torch.cat([pair_keys(p, self.n_atoms) for p, _ in found]))
+                pairs, images = torch.stack([keys // self.n_atoms, keys % self.n_atoms]), None
             self._reference = positions.detach().clone()
             self._box = box.detach().clone() if self.periodic else None
         if excluded.numel():
-            pairs = pairs[:, ~_member(pair_keys(pairs, self.n_atoms), excluded)]
+            keep = ~_member(pair_keys(pairs, self.n_atoms), excluded)
+            pairs, images = pairs[:, keep], None if images is None else images[keep]
         self.pairs = pairs
-        self.images = None
-        if self.periodic and positions.dim() == 2:
+        self.images = images if self.periodic and positions.dim() == 2 else None
+        if self.periodic and positions.dim() == 2 and images is None:
             x, box = positions.detach(), box.detach()
             d = x[pairs[1]] - x[pairs[0]]
             self.images = torch.round((minimum_image(d, box) - d) @ torch.linalg.inv(box))
         self.builds += 1
 
     def _search(self, x, box):
-        """Pairs (2, P), i < j, within cutoff + skin for one conformation x (N, 3), via a cell list."""
+        """Pairs (2, P), i < j, within cutoff + skin for one conformation x (N, 3), via a cell list, and with a
+        periodic box their images (P, 3) (see `images`; None when all pairs are searched)."""
         reach = self.cutoff + self._skin
         n = x.shape[0]
         if self.periodic:
             fractional = x @ torch.linalg.inv(box)
-            fractional = fractional - torch.floor(fractional)
+            whole = torch.floor(fractional)  # box vectors from each atom's copy in the box to the atom
+            fractional = fractional - whole
             cells = torch.floor(_widths(box) / (reach / _REACH)).long().clamp(min=1)
         else:
             low = x.min(0).values
@@ -136,7 +149,7 @@ class NeighborList:
         cells_list = [int(c) for c in cells]
         if self.periodic and min(cells_list) < 2 * _REACH + 1:
             # Too few cells along an axis: the searched cells would repeat. Search all pairs (small boxes).
-            return self._search_all(x, box)
+            return self._search_all(x, box), None
         coordinate = torch.minimum(torch.floor(fractional * cells).long(), cells - 1)  # (N, 3)
         cell = (coordinate[:, 0] * cells[1] + coordinate[:, 1]) * cells[2] + coordinate[:, 2]
         n_cells = cells_list[0] * cells_list[1] * cells_list[2]
@@ -147,31 +160,49 @@ class NeighborList:
         table = torch.full((n_cells + 1, width), -1, dtype=torch.long, device=x.device)  # row n_cells: empty
         sorted_cells = cell[order]
         table[sorted_cells, torch.arange(n, device=x.device) - start[sorted_cells]] = order
-        span = torch.arange(-_REACH, _REACH + 1, device=x.device)
-        offsets = torch.stack(torch.meshgrid(span, span, span, indexing="ij"), dim=-1).reshape(-1, 3)
         if self.periodic:
             x = fractional @ box  # wrapped into the box, so that each searched cell has one periodic shift
-        x = x.float()  # single precision is enough to choose pairs (see the margin in _reach2)
-        chunk = max(1, _CHUNK_ELEMENTS // (len(offsets) * width))
-        found = []
-        for first in range(0, n, chunk):
-            i = torch.arange(first, min(n, first + chunk), device=x.device)
-            neighbour = coordinate[i, None, :] + offsets  # (C, 125, 3)
+        # Coordinates of each cell's atoms (single precision is enough to choose pairs: see the margin in
+        # _reach2). Empty slots lie far away, on opposite sides in the searching and the searched cell, so that
+        # they are never within reach of anything, each other included.
+        filled = table >= 0
+        searched = torch.full((3, n_cells + 1, width), 1e4, dtype=torch.float32, device=x.device)
+        searched[:, filled] = x.float()[table[filled]].T
+        searching = torch.where(filled, searched, -1e4)  # (3, cells + 1, width): one component at a time
+        grid = torch.stack(torch.meshgrid(*[torch.arange(c, device=x.device) for c in cells_list], indexing="ij"),
+                           dim=-1).reshape(-1, 3)  # (n_cells, 3) coordinates of each cell
+        rows = max(1, _CHUNK_ELEMENTS // (width * width))  # cells searched at once
+        found, images = [], []
+        for offset in _half_shell(x.device):
+            neighbour = grid + offset
             if self.periodic:
                 wraps = torch.div(neighbour, cells, rounding_mode="floor")
-                shift = (wraps.to(x.dtype) @ box.to(x.dtype))[:, :, None, :]
+                shift = wraps.float() @ box.float()
                 neighbour = neighbour - wraps * cells
-                valid = torch.ones(neighbour.shape[:2], dtype=torch.bool, device=x.device)
+                valid = None
             else:
-                shift = 0.0
+                wraps = None
+                shift = torch.zeros(n_cells, 3, device=x.device)
                 valid = ((neighbour >= 0) & (neighbour < cells)).all(-1)
-            index = (neighbour[..., 0] * cells[1] + neighbour[..., 1]) * cells[2] + neighbour[..., 2]
-            j = table[torch.where(valid, index, n_cells)]  # (C, 125, width); x[-1] is some atom, rejected below
-            d = x[j] + shift - x[i, None, None, :]
-            close = (j > i[:, None, None]) & ((d * d).sum(-1) <= self._reach2())
-            rows, cells_found, slots = close.nonzero(as_tuple=True)
-            found.append(torch.stack([i[rows], j[rows, cells_found, slots]]))
-        return torch.cat(found, dim=1)
+            index = (neighbour[:, 0] * cells[1] + neighbour[:, 1]) * cells[2] + neighbour[:, 2]
+            if valid is not None:
+                index = torch.where(valid, index, n_cells)
+            for first in range(0, n_cells, rows):
+                block = slice(first, min(first + rows, n_cells))
+                squared = 0
+                for k in range(3):
+                    d = (searched[k, index[block]] + shift[block, k, None])[:, None, :] - searching[k, block, :, None]
+                    squared = squared + d * d
+                close = squared <= self._reach2()  # (cells, width, width): slots of a cell and its neighbour
+                if not bool(offset.any()):
+                    close &= table[block, :, None] < table[block, None, :]  # each pair within a cell once
+                at, a, b = close.nonzero(as_tuple=True)
+                i, j = table[first + at, a], table[index[first + at], b]
+                found.append(torch.stack([torch.minimum(i, j), torch.maximum(i, j)]))
+                if wraps is not None:  # from atom i to the image of atom j, in box vectors; reversed if swapped
+                    image = (wraps[first + at] + whole[i] - whole[j]) * torch.where(i < j, 1, -1)[:, None]
+                    images.append(image.to(x.dtype))
+        return torch.cat(found, dim=1), torch.cat(images) if images else None
 
     def _search_all(self, x, box):
         n = x.shape[0]
@@ -196,6 +227,14 @@ class NeighborList:
     def _reach2(self):
         # Squared search radius, with a margin so single-precision rounding never drops a pair within reach.
         return (self.cutoff + self._skin + 1e-4) ** 2
+
+
+def _half_shell(device):
+    """The cell offsets (63, 3) searched from each cell: (0, 0, 0) and one of each pair +-o of the others within
+    _REACH cells, so that every pair of cells is searched once."""
+    span = torch.arange(-_REACH, _REACH + 1, device=device)
+    offsets = torch.stack(torch.meshgrid(span, span, span, indexing="ij"), dim=-1).reshape(-1, 3)
+    return offsets[len(offsets) // 2:]  # lexicographic order: the centre, then the positive half
 
 
 def _member(keys, excluded):

@@ -27,7 +27,7 @@ from ..constants import COULOMB
 from ..errors import UnsupportedForceError
 from ..neighbors import NeighborList, pair_keys
 from .geometry import displacement
-from .pairwise import PairCache, PairFunction
+from .pairwise import PairCache, pair_energy
 from .pme import ReciprocalSpace, pme_parameters
 from .units import strip
 
@@ -115,7 +115,8 @@ def dispersion_correction(sigma, epsilon, members, counts, cutoff, volume, switc
 
 
 class NonbondedPair:
-    """The pair energy LJ(r) S(r) + qq K(r) for r <= cutoff (0 beyond), per pair, kJ/mol, for `PairFunction`.
+    """The pair energy LJ(r) S(r) + qq K(r) for r <= cutoff (0 beyond), per pair, kJ/mol, for
+    `pairwise.pair_energy`.
 
     Inputs: r (..., P) nm; qq (P,) = C q_i q_j; sigma (P,) nm; epsilon (P,) kJ/mol. K is the Coulomb kernel of
     the nonbonded method (1/r; reaction field 1/r + k_rf r^2 - c_rf; Ewald erfc(alpha r)/r) and S the
@@ -270,11 +271,11 @@ class NonbondedForce:
 
     def energy(self, positions, parameters, box=None):
         p = parameters
-        pairs, r = self.pairs.distances(positions, box if self.periodic else None)
+        pairs, shift = self.pairs.images_of(positions, box if self.periodic else None)
         charge = p["charge"]
         qq, sigma, epsilon = self._pair_parameters(pairs, (charge, p["sigma"], p["epsilon"]),
                                                    lambda: combined_parameters(pairs, charge, p["sigma"], p["epsilon"]))
-        energy = PairFunction.apply(self.pair, r, qq, sigma, epsilon).sum(-1)
+        energy = pair_energy(self.pair, positions, pairs[0], pairs[1], shift, qq, sigma, epsilon)
 
         a, b = self.exceptions
         r14 = torch.linalg.vector_norm(displacement(positions, a, b), dim=-1)

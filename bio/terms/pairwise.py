@@ -11,6 +11,8 @@ the same value function, so they need no hand-written derivatives.
 the parameters are unchanged and need no gradient.
 """
 
+import math
+
 import torch
 
 CHUNK_ELEMENTS = 1 << 15  # pair values computed at once (in float64, 256 KiB per array: fits the CPU cache)
@@ -58,7 +60,7 @@ class PairDistance(torch.autograd.Function):
     """Distances r (..., P) nm from atom i to atom j of each pair, |x_j - x_i + shift|, for positions (..., N, 3)
     nm, index tensors i, j (P,) and shift None or (..., P, 3) nm (periodic image vectors).
 
-    Forward keeps the unit vectors, so that backward is one scaled scatter-add onto the atoms; as for
+    Forward keeps the unit vectors, so that backward is one scaled scatter-add per Cartesian component; as for
     `PairFunction`, a gradient graph (create_graph=True) is recomputed through autograd. Use as
     `PairDistance.apply(positions, i, j, shift)`.
     """
@@ -66,18 +68,15 @@ class PairDistance(torch.autograd.Function):
     @staticmethod
     def forward(ctx, positions, i, j, shift):
         batch, count = positions.shape[:-2], i.shape[0]
-        x = positions.reshape(-1, *positions.shape[-2:])
-        shifts = None if shift is None else shift.expand(*batch, count, 3).reshape(-1, count, 3)
-        r = positions.new_empty(x.shape[0], count)
-        unit = positions.new_empty(x.shape[0], count, 3)
-        for b, part in _pieces(x.shape[0], count, x.device):
-            d = x[b].index_select(0, j[part]) - x[b].index_select(0, i[part])
-            if shifts is not None:
-                d = d + shifts[b, part]
-            length = torch.linalg.vector_norm(d, dim=-1, out=r[b, part])
-            torch.div(d, length.unsqueeze(-1), out=unit[b, part])
+        r = positions.new_empty(*batch, count)
+        unit = positions.new_empty(r.view(-1, count).shape[0], 3, count)  # components first, as gathered
+        for b, part, d in _displacements(positions, i, j, shift):
+            length = torch.sqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2], out=r.view(-1, count)[b, part])
+            inverse = 1 / length
+            for k in range(3):
+                torch.mul(d[k], inverse, out=unit[b, k, part])
         ctx.save_for_backward(positions, i, j, shift, unit)
-        return r.reshape(*batch, count)
+        return r
 
     @staticmethod
     def backward(ctx, grad):
@@ -91,20 +90,92 @@ class PairDistance(torch.autograd.Function):
                 found = iter(torch.autograd.grad(r, wanted, grad, create_graph=True))
             grad_positions, grad_shift = [next(found) if need else None for need in needs]
             return grad_positions, None, None, grad_shift
-        grad = grad.reshape(unit.shape[:-1])
-        grad_positions = positions.new_zeros(unit.shape[0], *positions.shape[-2:]) if needs[0] else None
+        count = i.shape[0]
+        grad = grad.reshape(-1, count)
+        grad_positions = positions.new_zeros(unit.shape[0], 3, positions.shape[-2]) if needs[0] else None
         grad_shift = torch.empty_like(unit) if needs[1] else None
-        for b, part in _pieces(unit.shape[0], unit.shape[1], unit.device):
-            w = grad[b, part].unsqueeze(-1) * unit[b, part]
-            if grad_positions is not None:
-                grad_positions[b].index_add_(0, j[part], w).index_add_(0, i[part], -w)
-            if grad_shift is not None:
-                grad_shift[b, part] = w
+        for b, part in _pieces(unit.shape[0], count, unit.device):
+            for k in range(3):
+                w = grad[b, part] * unit[b, k, part]
+                if grad_positions is not None:
+                    grad_positions[b, k].index_add_(-1, j[part], w).index_add_(-1, i[part], w, alpha=-1)
+                if grad_shift is not None:
+                    grad_shift[b, k, part] = w
         if grad_positions is not None:
-            grad_positions = grad_positions.reshape(positions.shape)
+            grad_positions = grad_positions.transpose(-1, -2).reshape(positions.shape)
         if grad_shift is not None:
-            grad_shift = grad_shift.reshape(*positions.shape[:-2], *unit.shape[1:]).sum_to_size(shift.shape)
+            grad_shift = grad_shift.transpose(-1, -2).reshape(*positions.shape[:-2], count, 3)
+            grad_shift = grad_shift.sum_to_size(shift.shape)
         return grad_positions, None, None, grad_shift
+
+
+def pair_energy(pair, positions, i, j, shift, *parameters):
+    """sum_p pair.value(r_p, *parameters_p), (...,) kJ/mol, over the pairs (i, j) (P,) of positions (..., N, 3)
+    nm with periodic image vectors shift None or (..., P, 3) nm (as `PairDistance`); parameters (P,) broadcast
+    per pair; `pair` as for `PairFunction`, with `pair.fast == 1` (derivatives with respect to r).
+
+    When only positions need gradients, energy and forces are accumulated piece by piece (`_FusedPairEnergy`)
+    without per-pair arrays, whose first writes alone cost more than the arithmetic; otherwise (parameter or box
+    gradients, torch.func transforms) it is `PairFunction` of `PairDistance`.
+    """
+    general = (torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in (shift, *parameters))
+               or any(torch._C._functorch.is_functorch_wrapped_tensor(x) for x in (positions, *parameters)))
+    if general:
+        return PairFunction.apply(pair, PairDistance.apply(positions, i, j, shift), *parameters).sum(-1)
+    return _FusedPairEnergy.apply(pair, positions, i, j, shift, *parameters)
+
+
+class _FusedPairEnergy(torch.autograd.Function):
+    """`pair_energy` with forces computed in forward, piece by piece; differentiable in positions only (a
+    gradient graph is recomputed through `PairFunction` and `PairDistance`)."""
+
+    @staticmethod
+    def forward(ctx, pair, positions, i, j, shift, *parameters):
+        batch, count = positions.shape[:-2], i.shape[0]
+        flat = [p.expand(count) for p in parameters]
+        energy = positions.new_zeros(math.prod(batch))
+        forces = ctx.needs_input_grad[1]
+        gradient = positions.new_zeros(energy.shape[0], 3, positions.shape[-2]) if forces else None
+        for b, part, d in _displacements(positions, i, j, shift):
+            r = torch.sqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2])
+            value, (d_r,) = pair.value_and_derivatives(r, *(p[part] for p in flat))
+            energy[b] += value.sum(-1)
+            if forces:
+                scale = d_r / r
+                for k in range(3):
+                    w = scale * d[k]
+                    gradient[b, k].index_add_(-1, j[part], w).index_add_(-1, i[part], w, alpha=-1)
+        ctx.pair = pair
+        ctx.save_for_backward(positions, i, j, shift, gradient, *parameters)
+        return energy.reshape(batch)
+
+    @staticmethod
+    def backward(ctx, grad):
+        positions, i, j, shift, gradient, *parameters = ctx.saved_tensors
+        if torch.is_grad_enabled():  # a graph of the gradient is wanted: recompute through autograd
+            with torch.enable_grad():
+                energy = PairFunction.apply(ctx.pair, PairDistance.apply(positions, i, j, shift), *parameters)
+                (grad_positions,) = torch.autograd.grad(energy.sum(-1), positions, grad, create_graph=True)
+        else:
+            gradient = gradient.transpose(-1, -2).reshape(positions.shape)
+            grad_positions = grad.reshape(*grad.shape, 1, 1) * gradient
+        return (None, grad_positions, None, None, None, *[None] * len(parameters))
+
+
+def _displacements(positions, i, j, shift):
+    """Yields (conformation b, pair slice, [d_x, d_y, d_z]) over the `_pieces` of the pairs (on GPUs b and the
+    slice take everything), d_k = x_k[j] - x_k[i] + shift_k (nm), gathered one Cartesian component at a time:
+    gathering from contiguous (N,) vectors is several times faster than gathering rows of 3 values."""
+    batch, count = positions.shape[:-2], i.shape[0]
+    x = positions.detach().reshape(-1, *positions.shape[-2:]).transpose(-1, -2).contiguous()  # (B, 3, N)
+    shifts = None if shift is None else shift.detach().expand(*batch, count, 3).reshape(-1, count, 3)
+    for b, part in _pieces(x.shape[0], count, x.device):
+        jp, ip = j[part], i[part]
+        d = [x[b, k].index_select(-1, jp) - x[b, k].index_select(-1, ip) for k in range(3)]
+        if shifts is not None:
+            s = shifts[b, part]
+            d = [d[k] + s[..., k] for k in range(3)]
+        yield b, part, d
 
 
 def _pieces(batch, count, device):
@@ -159,4 +230,4 @@ class PairCache:
                         for p, c in zip(parameters, self._parameters)))
 
 
-__all__ = ["PairFunction", "PairDistance", "PairCache", "CHUNK_ELEMENTS"]
+__all__ = ["PairFunction", "PairDistance", "pair_energy", "PairCache", "CHUNK_ELEMENTS"]

@@ -13,7 +13,8 @@ import bio
 from bio.terms import geometry
 from bio.terms import pairwise
 from bio.terms.gbsa import AmberCustomGBForce, BornIntegral, GBPair, gb_energy
-from bio.terms.pairwise import PairCache, PairDistance, PairFunction
+from bio.terms.nonbonded import NonbondedPair
+from bio.terms.pairwise import PairCache, PairDistance, PairFunction, pair_energy
 from bio.terms.units import strip
 from bio_reference import ALANINE_DIPEPTIDE, assert_matches_openmm, openmm_reference
 
@@ -242,8 +243,11 @@ def test_gb_pair_gradients_pass_gradcheck(kappa, cutoff):
     assert torch.autograd.gradgradcheck(function, inputs)
 
 
+@pytest.mark.parametrize("whole", [False, True], ids=["pieces", "whole_arrays"])
 @pytest.mark.parametrize("periodic", [False, True])
-def test_pair_distance_gradients_pass_gradcheck(periodic):
+def test_pair_distance_gradients_pass_gradcheck(monkeypatch, periodic, whole):
+    if whole:  # as on GPUs: all conformations and pairs at once
+        monkeypatch.setattr(pairwise, "_pieces", lambda batch, count, device: [(slice(None), slice(None))])
     generator = torch.Generator().manual_seed(3)
     positions = _random(generator, 2, 6, 3, high=1.5)
     i, j = torch.triu_indices(6, 6, 1)
@@ -300,3 +304,41 @@ def test_pair_cache_follows_parameter_changes():
     after = system.energy(system.positions)
     reference, _ = openmm_reference(system.openmm_system, system.positions.numpy())
     assert abs(before.item() - sum(reference.values())) < 1e-4 and abs(after.item() - before.item()) > 1e-2
+
+
+@pytest.mark.parametrize("periodic", [False, True])
+def test_fused_pair_energy_equals_distance_then_pair_function_and_passes_gradcheck(monkeypatch, periodic):
+    """pair_energy's fused path (positions only need grad) equals PairFunction of PairDistance, in pieces and as
+    whole arrays (the GPU path), and its first and second derivatives pass gradcheck."""
+    generator = torch.Generator().manual_seed(4)
+    corners = torch.cartesian_prod(*[torch.tensor([0.0, 0.6], dtype=torch.float64)] * 3)[:7]  # 0.6-1.04 nm apart
+    positions = (corners + 0.1 * _random(generator, 2, 7, 3)).detach().requires_grad_(True)
+    i, j = torch.triu_indices(7, 7, 1)
+    shift = None
+    if periodic:
+        images = torch.randint(-1, 2, (i.numel(), 3), generator=generator).to(torch.float64)
+        shift = images @ (1.4 * torch.eye(3, dtype=torch.float64))
+    qq, sigma, epsilon = (_random(generator, i.numel(), low=low, high=high).detach()
+                          for low, high in ((-50.0, 50.0), (0.2, 0.35), (0.1, 1.0)))
+    pair = NonbondedPair(cutoff=1.2, switch_distance=1.0, alpha=3.0)
+
+    def fused(positions):
+        return pair_energy(pair, positions, i, j, shift, qq, sigma, epsilon)
+
+    def general(positions):
+        return PairFunction.apply(pair, PairDistance.apply(positions, i, j, shift), qq, sigma, epsilon).sum(-1)
+
+    x = positions.detach().requires_grad_(True)
+    expected = general(x)
+    (expected_gradient,) = torch.autograd.grad(expected.sum(), x)
+    whole = lambda batch, count, device: [(slice(None), slice(None))]  # as on GPUs: all conformations at once
+    for chunk, pieces in ((pairwise.CHUNK_ELEMENTS, pairwise._pieces), (5, pairwise._pieces), (5, whole)):
+        monkeypatch.setattr(pairwise, "CHUNK_ELEMENTS", chunk)
+        monkeypatch.setattr(pairwise, "_pieces", pieces)
+        energy = fused(x)
+        assert type(energy.grad_fn).__name__ == "_FusedPairEnergyBackward"
+        (gradient,) = torch.autograd.grad(energy.sum(), x)
+        torch.testing.assert_close(energy, expected, rtol=1e-13, atol=1e-10)
+        torch.testing.assert_close(gradient, expected_gradient, rtol=1e-12, atol=1e-10)
+    assert torch.autograd.gradcheck(fused, (positions,))
+    assert torch.autograd.gradgradcheck(fused, (positions,))
