@@ -67,11 +67,7 @@ def forces(atom, basis, xc):
 
 
 def tunable_pbe():
-    exchange = PBEExchange()
-    for name in ("kappa", "mu"):
-        value = getattr(exchange, name).clone()
-        delattr(exchange, name)
-        exchange.register_parameter(name, torch.nn.Parameter(value))
+    exchange = PBEExchange().make_trainable("kappa", "mu")
     return XCFunctional([exchange, PBECorrelation()], [1.0, 1.0], name="tunable pbe")
 
 

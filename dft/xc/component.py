@@ -30,6 +30,17 @@ class Component(torch.nn.Module):
             return self.dens_threshold
         return max(self.dens_threshold, LOW_PRECISION_DENS_THRESHOLD)
 
+    def make_trainable(self, *names):
+        """Turn the named constants (buffers, e.g. PBE's ``"kappa"``, ``"mu"``) into ``nn.Parameter``s in place,
+        so that optimizers see them; returns ``self``."""
+        for name in names:
+            if name not in self._buffers:
+                raise AttributeError(f"{type(self).__name__} has no constant {name!r}; it has "
+                                     f"{sorted(self._buffers)}.")
+            value = self._buffers.pop(name)
+            self.register_parameter(name, torch.nn.Parameter(value.clone()))
+        return self
+
     def extra_repr(self):
         return f"family={self.family!r}"
 

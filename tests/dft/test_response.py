@@ -27,11 +27,8 @@ TIGHT = {"grid_level": 1, "conv_tol": 1e-12, "conv_tol_grad": 1e-9}
 
 def tunable_pbe():
     """PBE whose exchange kappa and mu are trainable parameters (buffers turned into nn.Parameters)."""
-    exchange = PBEExchange()
-    for name in ("kappa", "mu"):
-        value = getattr(exchange, name).clone()
-        delattr(exchange, name)
-        exchange.register_parameter(name, torch.nn.Parameter(value))
+    exchange = PBEExchange().make_trainable("kappa", "mu")
+    assert {name for name, _ in exchange.named_parameters()} == {"kappa", "mu"}
     return XCFunctional([exchange, PBECorrelation()], [1.0, 1.0], name="tunable pbe")
 
 

@@ -350,3 +350,11 @@ def test_bad_inputs_raise_clear_errors():
         pbe(np.ones(4), rho)
     with pytest.raises(XCError, match="xc must be"):
         get_functional(3)
+
+
+def test_make_trainable_turns_constants_into_parameters():
+    exchange = xc.PBEExchange().make_trainable("kappa")
+    assert [name for name, _ in exchange.named_parameters()] == ["kappa"]
+    assert "kappa" not in dict(exchange.named_buffers()) and "mu" in dict(exchange.named_buffers())
+    with pytest.raises(AttributeError, match="no constant 'kapa'.*'kappa'"):
+        xc.PBEExchange().make_trainable("kapa")
