@@ -133,6 +133,17 @@ class AutoGuide:
         return stack
 
     def __call__(self, *args, **kwargs):
+        """Sample every latent site from :meth:`_site_distribution`, inside the plates the site sits in."""
+        self._setup(args, kwargs)
+        plates = self._create_plates()
+        result = {}
+        for name, site in self._sites.items():
+            with self._site_plates(plates, site):
+                result[name] = sample(name, self._site_distribution(name, site))
+        return result
+
+    def _site_distribution(self, name, site):
+        """The guide's distribution of one latent site (per-site guides define it)."""
         raise NotImplementedError
 
     def median(self, *args, **kwargs):
@@ -184,18 +195,10 @@ class AutoNormal(AutoGuide):
         )
         return loc, scale
 
-    def __call__(self, *args, **kwargs):
-        self._setup(args, kwargs)
-        plates = self._create_plates()
-        result = {}
-        for name, site in self._sites.items():
-            with self._site_plates(plates, site):
-                loc, scale = self._loc_scale(name, site)
-                fn = _ReparamNormal(loc, scale).to_event(site.unconstrained_event_dim)
-                if not site.identity:
-                    fn = TransformedDistribution(fn, [site.transform.with_cache(1)])
-                result[name] = sample(name, fn)
-        return result
+    def _site_distribution(self, name, site):
+        loc, scale = self._loc_scale(name, site)
+        fn = _ReparamNormal(loc, scale).to_event(site.unconstrained_event_dim)
+        return fn if site.identity else TransformedDistribution(fn, [site.transform.with_cache(1)])
 
     def _params(self, *args, **kwargs):
         self._setup(args, kwargs)
@@ -226,14 +229,8 @@ class AutoDelta(AutoGuide):
             event_dim=site.event_dim,
         )
 
-    def __call__(self, *args, **kwargs):
-        self._setup(args, kwargs)
-        plates = self._create_plates()
-        result = {}
-        for name, site in self._sites.items():
-            with self._site_plates(plates, site):
-                result[name] = sample(name, Delta(self._value(name, site), event_dim=site.event_dim))
-        return result
+    def _site_distribution(self, name, site):
+        return Delta(self._value(name, site), event_dim=site.event_dim)
 
     def median(self, *args, **kwargs):
         self._setup(args, kwargs)
