@@ -517,11 +517,15 @@ class AOValueDerivatives:
         return e
 
     def gradient(self, g):
-        up = _raised(self.deriv).to(g.device)
+        up = _raised(self.deriv).tolist()
         out = g.new_zeros(self.natm, 3)
         for block, ao in self._blocks(1):
-            # t_x = sum_c g_c d(phi_c)/dx, one product per component: no gathered copy of the AO derivatives.
-            t = sum(g[c, block] * ao[up[c]] for c in range(len(up)))
+            # t_x = sum_c g_c d(phi_c)/dx, accumulated in place from views: no gathered copy, no temporaries.
+            t = ao.new_empty((3,) + ao.shape[1:])
+            for x in range(3):
+                torch.mul(g[0, block], ao[up[0][x]], out=t[x])
+                for c in range(1, len(up)):
+                    t[x].addcmul_(g[c, block], ao[up[c][x]])
             out += self._to_atoms(t, block)
         return out
 

@@ -1,7 +1,7 @@
 """Gaussian-basis integrals from PySCF (libcint), converted once to float64 tensors on the molecule's device.
 
 All integrals are in atomic units (Hartree, Bohr) over the spherical AO basis of ``mol.pyscf``.
-Two-electron integrals come as the full 4-index tensor, its 4-fold packed form (Coulomb only), or a
+Two-electron integrals come as the full 4-index tensor, its 4-fold or 8-fold packed forms, or a
 density-fitting factor B with (ij|kl) ~= sum_P B[P, i, j] B[P, k, l]; ``scf.get_jk`` accepts each.
 
 When ``mol.coords`` requires grad, every integral returned here is a differentiable function of it, to second
@@ -59,28 +59,41 @@ def dipole(mol):
     return integral_grad.attach(mol, value, lambda v: integral_grad.DipoleDerivatives(mol.pyscf, v))
 
 
-def eri(mol, max_memory=4000, packed=False):
-    """Electron repulsion integrals (ij|kl) in chemists' notation, Hartree.
+def eri(mol, max_memory=4000, aosym="s1"):
+    """Electron repulsion integrals (ij|kl) in chemists' notation, Hartree, in one of PySCF's symmetry forms.
 
     Args:
         max_memory: largest tensor allowed, MB; above it use :func:`density_fit`.
-        packed: return the 4-fold packed form (npair, npair), npair = nao (nao + 1) / 2, pairs (i >= j) in
-            row-major lower-triangle order: a quarter of the memory, enough for Coulomb (pure functionals).
-            Coulomb matrices built from it by ``scf.get_jk`` take their first coordinate derivatives by
-            density-matrix contractions (``integral_grad.coulomb``); any other use, and second derivatives, go
-            through full-size (nao,)*4 tensors.
+        aosym: ``"s1"`` the full (nao, nao, nao, nao) tensor; ``"s4"`` the 4-fold packed (npair, npair) over
+            pairs i >= j (npair = nao (nao + 1) / 2, row-major lower-triangle order), a quarter of the memory,
+            enough for Coulomb; ``"s8"`` the 8-fold packed (npair (npair + 1) / 2,) of PySCF's incore SCF, an
+            eighth of the memory, whose J and K ``scf.get_jk`` builds with PySCF's incore contraction on the
+            CPU. ``"s1"`` and ``"s4"`` are differentiable w.r.t. ``mol.coords``: Coulomb matrices built from
+            ``"s4"`` take their first coordinate derivatives by density-matrix contractions
+            (``integral_grad.coulomb``); any other use, and second derivatives, go through full-size (nao,)*4
+            tensors. ``"s8"`` has no coordinate derivatives.
 
     Returns:
-        (nao, nao, nao, nao) tensor, or (npair, npair) when ``packed``.
+        Tensor shaped as ``aosym`` says.
     """
     nao = mol.nao
     npair = nao * (nao + 1) // 2
-    megabytes = (npair**2 if packed else nao**4) * 8 / 1e6
+    sizes = {"s1": nao**4, "s4": npair**2, "s8": npair * (npair + 1) // 2}
+    if aosym not in sizes:
+        raise DFTError(f"aosym must be 's1', 's4' or 's8', got {aosym!r}.")
+    megabytes = sizes[aosym] * 8 / 1e6
     if megabytes > max_memory:
         raise DFTError(f"the ERI tensor of {mol!r} needs {megabytes:.0f} MB (> max_memory={max_memory} MB); "
                        "use density_fit=True, or raise max_memory.")
+    if aosym == "s8" and (mol.device.type != "cpu" or torch.is_grad_enabled() and mol.coords.requires_grad):
+        raise DFTError(f"8-fold packed ERIs are contracted by PySCF on the CPU, without coordinate derivatives; "
+                       f"{mol!r} is on {mol.device} with coords.requires_grad={mol.coords.requires_grad}: use "
+                       "aosym='s1' or 's4'.")
     unique = mol.pyscf.intor("int2e", aosym="s8")
+    if aosym == "s8":
+        return _tensor(mol, unique)
     # libcint computes the 8-fold unique integrals; unpacking is a fast C loop.
+    packed = aosym == "s4"
     value = _tensor(mol, lib.unpack_tril(unique) if packed else ao2mo.restore(1, unique, nao))
     return integral_grad.attach(mol, value, lambda v: integral_grad.ERIDerivatives(mol.pyscf, v, packed))
 

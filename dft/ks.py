@@ -13,7 +13,7 @@ functional's parameters, the field). By default it uses the variational (Hellman
 
 whose value is the SCF energy and whose first derivatives are exact at a converged SCF, at the cost of one
 energy evaluation. It is not enough for second derivatives (nuclear Hessian, polarizability): for those,
-``kernel(response=True)`` builds the energy from the density of ``dft.response.solve``, implicitly
+``kernel(response=True)`` builds the energy from ``dft.response.density_matrix``, the density implicitly
 differentiated through the Kohn-Sham fixed point, so double backward is exact.
 """
 
@@ -26,7 +26,7 @@ from . import integrals, scf
 from .errors import DFTError, SCFNotConvergedError, SCFNotConvergedWarning
 from .grids import Grid
 from .properties import nuclear_dipole
-from .response import solve as solve_response
+from .response import density_matrix
 from .xc import get_functional
 
 
@@ -63,9 +63,12 @@ class _KohnSham:
         pure = not torch.is_tensor(hyb) and hyb == 0
         if self.density_fit:
             self.eri = integrals.density_fit(mol, self.auxbasis or integrals.auxiliary_basis(mol, hybrid=not pure))
+        elif mol.device.type == "cpu" and not (torch.is_grad_enabled() and mol.coords.requires_grad):
+            # PySCF's incore J/K over the 8-fold unique integrals: an eighth of the memory, and its speed.
+            self.eri = integrals.eri(mol, self.max_memory, aosym="s8")
         else:
-            # Without exact exchange only Coulomb is needed: the packed ERIs take a quarter of the memory.
-            self.eri = integrals.eri(mol, self.max_memory, packed=pure)
+            # Without exact exchange only Coulomb is needed: the 4-fold packed ERIs take a quarter of the memory.
+            self.eri = integrals.eri(mol, self.max_memory, aosym="s4" if pure else "s1")
         # Hartree-Fock has no semi-local components: no grid to build or integrate over.
         semilocal = len(self.functional.components) > 0
         deriv = 1 if self.functional.family == "gga" else 0
@@ -121,9 +124,9 @@ class _KohnSham:
         Args:
             dm0: initial density matrix (default: PySCF's minao guess).
             strict: raise :class:`dft.SCFNotConvergedError` instead of warning when not converged.
-            response: build the energy from the implicitly differentiated density (``dft.response.solve``)
-                so that second derivatives are exact too. The default variational form is exact for first
-                derivatives only (and cheaper: no adjoint solve in backward).
+            response: build the energy from the implicitly differentiated density
+                (``dft.response.density_matrix``) so that second derivatives are exact too. The default
+                variational form is exact for first derivatives only (and cheaper: no adjoint solve in backward).
         """
         if dm0 is None:
             dm0 = self.init_guess()
@@ -140,7 +143,7 @@ class _KohnSham:
                 raise SCFNotConvergedError(message)
             warnings.warn(message, SCFNotConvergedWarning, stacklevel=2)
         if response:
-            self.e_tot, self.energy_components = self._energy_parts(solve_response(self).dm)
+            self.e_tot, self.energy_components = self._energy_parts(density_matrix(self))
         elif self._differentiable():
             e_tot, self.energy_components = self._energy_parts(result.dm)
             # Value zero; its derivative is the overlap (Pulay) term -tr(W dS) of the Lagrangian.

@@ -1,7 +1,7 @@
 """Molecular properties of a converged Kohn-Sham calculation, all differentiable (atomic units).
 
 Non-variational properties (dipole, density, orbital gap) come from the implicitly differentiated solution
-(``dft.response.solve``), so their gradients w.r.t. functional parameters, nuclear positions or the field
+(``dft.response``), so their gradients w.r.t. functional parameters, nuclear positions or the field
 include the response of the density. The polarizability is the second field derivative of the energy, by
 double backward through that response.
 
@@ -15,7 +15,7 @@ import torch
 
 from . import scf
 from .errors import DFTError
-from .response import solve
+from .response import density_matrix, solve
 
 
 def nuclear_dipole(mol):
@@ -29,7 +29,7 @@ def dipole(mf):
     Equal to -dE/dF at the field of ``mf`` and to PySCF's ``mf.dip_moment(unit="au")``; differentiable
     through the implicit response of the density.
     """
-    dm = solve(mf).dm
+    dm = density_matrix(mf)
     total = dm if dm.ndim == 2 else dm[0] + dm[1]
     return nuclear_dipole(mf.mol) - torch.einsum("xij,ji->x", mf.dipole_integrals, total)
 
@@ -44,7 +44,7 @@ def polarizability(mf):
     at_field = copy.copy(mf)
     at_field.field = field
     with torch.enable_grad():
-        energy = at_field.energy_tot(solve(at_field).dm)
+        energy = at_field.energy_tot(density_matrix(at_field))
         (gradient,) = torch.autograd.grad(energy, field, create_graph=True)
         rows = [torch.autograd.grad(gradient[i], field, retain_graph=i < 2)[0] for i in range(3)]
     return -torch.stack(rows)
@@ -65,5 +65,5 @@ def density(mf):
     for RKS, (2, N) per spin for UKS; differentiable through the implicit response."""
     if mf.grid is None:
         raise DFTError(f"{mf!r} has no integration grid (Hartree-Fock builds none); use a density functional.")
-    dm = solve(mf).dm
+    dm = density_matrix(mf)
     return torch.cat([scf.eval_rho(ao, dm)[0] for _, ao in mf.grid.blocks()], dim=-1)

@@ -1,8 +1,9 @@
 """The converged Kohn-Sham solution attached to the autograd graph by implicit differentiation.
 
-``solve(mf)`` returns the density matrix, orbital energies and orbitals of a converged ``RKS``/``UKS`` as
-differentiable functions of every tensor the SCF depends on (integrals, and so nuclear coordinates; the
-functional's parameters; the electric field). The density matrix is the fixed point of the Kohn-Sham map
+``solve(mf)`` returns the density matrix, orbital energies and orbitals of a converged ``RKS``/``UKS``
+(``density_matrix(mf)`` the density matrix alone) as differentiable functions of every tensor the SCF depends
+on (integrals, and so nuclear coordinates; the functional's parameters; the electric field). The density
+matrix is the fixed point of the Kohn-Sham map
 
     D -> D_new(D, theta) = aufbau occupation of the eigenvectors of F(D, theta) C = S(theta) C e,
 
@@ -44,7 +45,8 @@ class Response(NamedTuple):
 
 
 def solve(mf, tol=None):
-    """The converged solution of ``mf`` (after ``mf.kernel()``), differentiable by implicit differentiation.
+    """The converged solution of ``mf`` (after ``mf.kernel()``), differentiable by implicit differentiation:
+    the density matrix of :func:`density_matrix` and the orbitals and orbital energies of its Fock matrix.
 
     Args:
         mf: :class:`dft.RKS` or :class:`dft.UKS` whose ``kernel()`` has run.
@@ -52,6 +54,23 @@ def solve(mf, tol=None):
 
     Returns:
         :class:`Response`. Its tensors require grad when an input of ``mf`` does (and grad mode is on).
+
+    Raises:
+        As :func:`density_matrix`.
+    """
+    dm = density_matrix(mf, tol)
+    mo_energy, mo_coeff = eigh(mf.get_fock(dm), mf.overlap, degeneracy_tol=GAP_TOL)
+    return Response(dm, mo_energy, scf.fix_phase(mo_coeff), mf.mo_occ)
+
+
+def density_matrix(mf, tol=None):
+    """The converged density matrix of ``mf`` (after ``mf.kernel()``), differentiable by implicit
+    differentiation: (nao, nao) total or (2, nao, nao) per spin. All that density-based properties need; a
+    Fock build cheaper than :func:`solve`.
+
+    Args:
+        mf: :class:`dft.RKS` or :class:`dft.UKS` whose ``kernel()`` has run.
+        tol: convergence of the fixed point, max |D_new - D| (default sqrt(machine epsilon), 1.5e-8 in float64).
 
     Raises:
         DFTError: ``kernel()`` has not run, the overlap matrix is linearly dependent, or the HOMO-LUMO gap is
@@ -75,9 +94,7 @@ def solve(mf, tol=None):
         _, mo_coeff = eigh(model.get_fock(dm), model.overlap, degeneracy_tol=GAP_TOL)
         return scf.make_rdm1(mo_coeff, mf.mo_occ)
 
-    dm = fixed_point(kohn_sham_map, mf.make_rdm1(), *(inputs[name] for name in names), tol=tol)
-    mo_energy, mo_coeff = eigh(mf.get_fock(dm), mf.overlap, degeneracy_tol=GAP_TOL)
-    return Response(dm, mo_energy, scf.fix_phase(mo_coeff), mf.mo_occ)
+    return fixed_point(kohn_sham_map, mf.make_rdm1(), *(inputs[name] for name in names), tol=tol)
 
 
 def check_gap(mo_energy, mo_occ, tol=GAP_TOL):

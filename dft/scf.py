@@ -4,9 +4,9 @@ Conventions (atomic units throughout):
 
 - Density matrices: restricted ``dm`` is the total (nao, nao); unrestricted is (2, nao, nao) = (alpha, beta).
   Functions tell the two apart by ``dm.ndim``.
-- ``eri`` is the 4-index tensor (ij|kl), (nao, nao, nao, nao); its packed form (npair, npair) over pairs
-  i >= j (Coulomb only); or a density-fitting factor B, (naux, nao, nao) with (ij|kl) ~= sum_P B_Pij B_Pkl
-  (see ``dft.integrals``).
+- ``eri`` is the 4-index tensor (ij|kl), (nao, nao, nao, nao); its 4-fold packed form (npair, npair) over
+  pairs i >= j (Coulomb only); its 8-fold packed form (npair (npair + 1) / 2,) (CPU); or a density-fitting
+  factor B, (naux, nao, nao) with (ij|kl) ~= sum_P B_Pij B_Pkl (see ``dft.integrals``).
 - ``xc`` is a functional ``e = xc(rho, sigma=None, spin=0)`` returning the XC energy per volume on grid points,
   with attributes ``hyb`` (exact-exchange fraction) and ``family`` ("lda" or "gga"); E_xc = sum_g w_g e_g.
   V_xc is the autograd derivative of E_xc with respect to the density matrix.
@@ -20,6 +20,7 @@ import math
 from typing import NamedTuple
 
 import torch
+from pyscf.scf import _vhf
 from tqdm.auto import tqdm
 
 from . import integral_grad
@@ -40,22 +41,25 @@ def make_rdm1e(mo_energy, mo_coeff, mo_occ):
     return make_rdm1(mo_coeff, mo_occ * mo_energy)
 
 
-def get_jk(eri, dm, with_k=True):
+def get_jk(eri, dm, with_j=True, with_k=True):
     """Coulomb J_ij = sum_kl (ij|kl) D_kl and exchange K_ij = sum_kl (ik|jl) D_kl, Hartree.
 
     Args:
-        eri: (nao, nao, nao, nao) ERIs, (npair, npair) packed ERIs (J only), or (naux, nao, nao)
-            density-fitting factor.
-        dm: (..., nao, nao) symmetric density matrices.
-        with_k: also build K (else ``vk`` is None).
+        eri: ERIs in a form of ``integrals.eri`` -- (nao, nao, nao, nao), (npair, npair) 4-fold packed (J only)
+            or (npair (npair + 1) / 2,) 8-fold packed (CPU) -- or a (naux, nao, nao) density-fitting factor.
+        dm: (..., nao, nao) density matrices.
+        with_j, with_k: build J, K (else that one is None).
 
     Returns:
         ``(vj, vk)``, each shaped like ``dm``.
     """
+    if eri.ndim == 1:
+        v = iter(_IncoreJK.apply(dm, eri, with_j, with_k))
+        return (next(v) if with_j else None), (next(v) if with_k else None)
     if eri.ndim == 2 and with_k:
-        raise DFTError("exact exchange needs the full ERI tensor (integrals.eri(mol, packed=False)) or "
-                       "density fitting; the packed form holds Coulomb only.")
-    vj = integral_grad.coulomb(eri, dm, _get_j)
+        raise DFTError("exact exchange needs the full or 8-fold packed ERI tensor (integrals.eri(mol, aosym='s1' "
+                       "or 's8')) or density fitting; the 4-fold packed form holds Coulomb only.")
+    vj = integral_grad.coulomb(eri, dm, _get_j) if with_j else None
     if not with_k:
         return vj, None
     shape = dm.shape
@@ -73,8 +77,39 @@ def get_jk(eri, dm, with_k=True):
     return vj, vk.reshape(shape)
 
 
+class _IncoreJK(torch.autograd.Function):
+    """(D, 8-fold packed ERIs) -> J[D] and/or K[D], stacked on a new leading axis, by PySCF's incore
+    contraction (``scf._vhf.incore``, CPU): PySCF's own J/K build, without a 4-index tensor.
+
+    J and K are self-adjoint linear maps of D (the 8-fold symmetry of (ij|kl)): sum G * J[D] = sum J[G] * D,
+    and the same for K. The backward is therefore this Function applied to the cotangents, itself
+    differentiable, to any order in D. The 8-fold ERIs are constants (they carry no coordinate derivatives).
+    """
+
+    @staticmethod
+    def forward(dm, eri, with_j, with_k):
+        nao = dm.shape[-1]
+        # hermi=0: exact for any D, the cotangents of the backward included.
+        vj, vk = _vhf.incore(eri.numpy(), dm.detach().double().reshape(-1, nao, nao).numpy(), hermi=0,
+                             with_j=with_j, with_k=with_k)
+        return torch.stack([torch.from_numpy(v).to(dm.dtype).reshape(dm.shape) for v in (vj, vk) if v is not None])
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _, ctx.eri, ctx.with_j, ctx.with_k = inputs
+
+    @staticmethod
+    def backward(ctx, g):
+        d_dm = 0
+        if ctx.with_j:
+            d_dm = d_dm + _IncoreJK.apply(g[0], ctx.eri, True, False)[0]
+        if ctx.with_k:
+            d_dm = d_dm + _IncoreJK.apply(g[-1], ctx.eri, False, True)[0]
+        return d_dm, None, None, None
+
+
 def _get_j(eri, dm):
-    """J[D] (shaped like ``dm``) from any of the ERI forms of :func:`get_jk`."""
+    """J[D] (shaped like ``dm``) from the full or 4-fold packed ERIs or a density-fitting factor."""
     shape = dm.shape
     nao = shape[-1]
     dms = dm.reshape(-1, nao, nao)
@@ -175,13 +210,17 @@ def get_veff(eri, dm, xc, grid=None, potential=True):
     """
     hyb = xc.hyb
     restricted = dm.ndim == 2
+    exchange = torch.is_tensor(hyb) or hyb != 0
     total = dm if restricted else dm[0] + dm[1]
-    vj, _ = get_jk(eri, total, with_k=False)
+    if restricted:
+        vj, vk = get_jk(eri, dm, with_k=exchange)
+    else:
+        vj, _ = get_jk(eri, total, with_k=False)
+        vk = get_jk(eri, dm, with_j=False)[1] if exchange else None
     e_coul = 0.5 * (total * vj).sum()
     veff = vj if restricted else vj.expand_as(dm)
     e_exx = dm.new_zeros(())
-    if torch.is_tensor(hyb) or hyb != 0:
-        _, vk = get_jk(eri, dm, with_k=True)
+    if exchange:
         scale = 0.5 * hyb if restricted else hyb
         veff = veff - scale * vk
         e_exx = -0.5 * scale * (dm * vk).sum()

@@ -6,7 +6,7 @@ energy-weighted density matrix W (``dft.ks``):
     g(R) = d/dR [E(D, R) - tr(W S(R))]  at fixed D, W,
 
 an identity that holds at every geometry. Its total derivative, with D(R) and W(R) = D F(D) D / 2 (restricted;
-D_s F_s D_s per spin) taken from ``dft.response.solve``, is the Hessian: for each of the 3 natm rows, one
+D_s F_s D_s per spin) from ``dft.response.density_matrix``, is the Hessian: for each of the 3 natm rows, one
 backward through the second derivatives of the integrals (``dft.integral_grad``) and one through the
 implicitly differentiated Kohn-Sham fixed point (a single adjoint solve; the coupled-perturbed equations of
 PySCF's analytic Hessian, solved one row at a time). This costs about half of differentiating
@@ -21,7 +21,7 @@ import torch
 from pyscf.data import nist
 
 from .errors import DFTError
-from .response import solve
+from .response import density_matrix
 
 
 def hessian(mf):
@@ -47,7 +47,7 @@ def hessian(mf):
     with torch.enable_grad():
         model.reset(mf.mol.with_coords(coords))
         model.mo_energy, model.mo_coeff, model.mo_occ = mf.mo_energy, mf.mo_coeff, mf.mo_occ
-        dm = solve(model).dm
+        dm = density_matrix(model)
         w = _energy_weighted(dm, model.get_fock(dm))
         dm_fixed, w_fixed = dm.detach().requires_grad_(), w.detach().requires_grad_()
         lagrangian = model.energy_tot(dm_fixed) - (_total(w_fixed) * model.overlap).sum()

@@ -47,9 +47,9 @@ def test_one_electron_first_and_second_derivatives(integral, device):
     check_derivatives(water(device=device), integral)
 
 
-@pytest.mark.parametrize("packed", [False, True], ids=["full", "packed"])
-def test_eri_first_and_second_derivatives(packed, device):
-    check_derivatives(water(device=device), lambda m: integrals.eri(m, packed=packed))
+@pytest.mark.parametrize("aosym", ["s1", "s4"])
+def test_eri_first_and_second_derivatives(aosym, device):
+    check_derivatives(water(device=device), lambda m: integrals.eri(m, aosym=aosym))
 
 
 def test_coulomb_matrix_first_and_second_derivatives(device):
@@ -63,7 +63,7 @@ def test_coulomb_matrix_first_and_second_derivatives(device):
     dm = (dm + dm.T).requires_grad_()
 
     def f(c, d):
-        return dft_scf.get_jk(integrals.eri(mol.with_coords(c), packed=True), d, with_k=False)[0]
+        return dft_scf.get_jk(integrals.eri(mol.with_coords(c), aosym="s4"), d, with_k=False)[0]
 
     assert type(f(coords, dm).grad_fn) is integral_grad._Coulomb._backward_cls
     assert gradcheck(f, (coords, dm), **CHECK)
@@ -193,7 +193,7 @@ def test_first_derivatives_match_pyscf_eri(water_rhf):
     np.testing.assert_allclose(got, expected, atol=1e-9)
     # Coulomb alone through the packed ERIs.
     vj_only = per_atom(mf.mol, lambda a, p0, p1: 2 * np.einsum("xij,ij->x", vj[:, p0:p1], dm[p0:p1]))
-    got = forces_of(lambda m: 0.5 * (d * dft_scf.get_jk(integrals.eri(m, packed=True), d, with_k=False)[0]).sum(),
+    got = forces_of(lambda m: 0.5 * (d * dft_scf.get_jk(integrals.eri(m, aosym="s4"), d, with_k=False)[0]).sum(),
                     mol)
     np.testing.assert_allclose(got, vj_only, atol=1e-9)
 
