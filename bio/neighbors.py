@@ -73,12 +73,12 @@ class NeighborList:
         i, j = pairs
         shift = None
         if self.periodic and self.images is not None and positions.dim() == 2:
-            shift = self._shifts(pairs, (box,), lambda: self.images @ box)
+            shift = self._shifts(pairs, (box,), lambda: _image_vectors(self.images, box))
         elif self.periodic:
             with torch.no_grad():
                 d = positions.index_select(-2, j) - positions.index_select(-2, i)
                 images = torch.round((minimum_image(d, box.unsqueeze(-3)) - d) @ torch.linalg.inv(box))
-            shift = images @ box
+            shift = _image_vectors(images, box)
         return pairs, shift
 
     def _needs_rebuild(self, positions, box):
@@ -235,6 +235,11 @@ def _half_shell(device):
     span = torch.arange(-_REACH, _REACH + 1, device=device)
     offsets = torch.stack(torch.meshgrid(span, span, span, indexing="ij"), dim=-1).reshape(-1, 3)
     return offsets[len(offsets) // 2:]  # lexicographic order: the centre, then the positive half
+
+
+def _image_vectors(images, box):
+    """images @ box, (..., P, 3) nm, stored column-major: pair kernels read one Cartesian component at a time."""
+    return (box.mT @ images.mT).mT
 
 
 def _member(keys, excluded):

@@ -46,33 +46,41 @@ def hct_integral(r, offset_radius_i, scaled_radius_j, buried_term=False):
 
 
 def _hct_integral(r, offset_radius_i, scaled_radius_j, buried_term, derivative):
-    """(`hct_integral`, its derivative with respect to r or None)."""
+    """(`hct_integral`, its derivative with respect to r or None). Masks are 0/1 factors from clamp and sign
+    (every value is finite for r > 0): torch.where and comparisons to bool are several times slower on CPU. The
+    derivative, computed only without autograd (inside `PairFunction`), works in place."""
     s = scaled_radius_j
+    s2 = s * s
     upper = r + s
     difference = r - s
-    lower = torch.maximum(offset_radius_i, difference.abs())
-    inverse_r, inverse_upper, inverse_lower = 1 / r, 1 / upper, 1 / lower
+    distance = difference.abs()
+    lower = torch.maximum(offset_radius_i, distance)
+    inverse_r, inverse_upper, inverse_lower = r.reciprocal(), upper.reciprocal(), lower.reciprocal()
     u2, l2 = inverse_upper * inverse_upper, inverse_lower * inverse_lower
     log_ratio = torch.log(lower * inverse_upper)
-    integral = 0.5 * (inverse_lower - inverse_upper + 0.25 * (r - s * s * inverse_r) * (u2 - l2)
-                      + 0.5 * log_ratio * inverse_r)
-    # Masks as multiplications (every value is finite for r > 0): torch.where is several times slower on CPU.
-    overlaps = (offset_radius_i < upper).to(r.dtype)
-    buried = (offset_radius_i < -difference).to(r.dtype) if buried_term else None
+    span = r - s2 * inverse_r  # r - s^2 / r
+    u2_l2 = u2 - l2
+    integral = (0.5 * (inverse_lower - inverse_upper) + 0.125 * span * u2_l2
+                + 0.25 * log_ratio * inverse_r)
+    overlaps = (upper - offset_radius_i).clamp(min=0).sign()  # or_i < r + s_j
+    buried = (-difference - offset_radius_i).clamp(min=0).sign() if buried_term else None  # or_i < s_j - r
     if buried is not None:
-        integral = integral + buried * (1 / offset_radius_i - inverse_lower)
+        integral = integral + buried * (offset_radius_i.reciprocal() - inverse_lower)
     integral = integral * overlaps
     if not derivative:
         return integral, None
     # d lower / d r: 0 where lower = or_i, else the sign of r - s_j.
-    d_lower = (difference.abs() > offset_radius_i).to(r.dtype) * torch.sign(difference)
-    d_inverse_lower = -d_lower * l2
-    d_integral = 0.5 * (d_inverse_lower + u2 + 0.25 * (1 + s * s * inverse_r * inverse_r) * (u2 - l2)
-                        + 0.5 * (r - s * s * inverse_r) * (-u2 * inverse_upper - d_inverse_lower * inverse_lower)
-                        + 0.5 * (d_lower * inverse_lower - inverse_upper - log_ratio * inverse_r) * inverse_r)
+    d_lower = difference.sign_().mul_(distance.sub_(offset_radius_i).clamp_(min=0).sign_())
+    d_inverse_lower = d_lower * l2
+    d_inverse_lower.neg_()
+    curvature = (s2 * inverse_r).mul_(inverse_r).add_(1).mul_(u2_l2)  # (1 + s^2 / r^2) (u^2 - l^2)
+    slope = (u2 * inverse_upper).addcmul_(d_inverse_lower, inverse_lower).mul_(span)
+    tail = (d_lower * inverse_lower).sub_(inverse_upper).addcmul_(log_ratio, inverse_r, value=-1).mul_(inverse_r)
+    d_integral = (d_inverse_lower + u2).add_(curvature, alpha=0.25).add_(slope, alpha=-0.5).add_(tail, alpha=0.5)
+    d_integral.mul_(0.5)
     if buried is not None:
-        d_integral = d_integral - buried * d_inverse_lower
-    return integral, d_integral * overlaps
+        d_integral.addcmul_(buried, d_inverse_lower, value=-1)
+    return integral, d_integral.mul_(overlaps)
 
 
 def neck_integral(r, radius_i, radius_j, m0, d0):

@@ -27,7 +27,7 @@ from ..constants import COULOMB
 from ..errors import UnsupportedForceError
 from ..neighbors import NeighborList, pair_keys
 from .geometry import displacement
-from .pairwise import PairCache, pair_energy
+from .pairwise import CHUNK_ELEMENTS, PairCache, pair_energy
 from .pme import ReciprocalSpace, pme_parameters
 from .units import strip
 
@@ -115,12 +115,15 @@ def dispersion_correction(sigma, epsilon, members, counts, cutoff, volume, switc
 
 
 class NonbondedPair:
-    """The pair energy LJ(r) S(r) + qq K(r) for r <= cutoff (0 beyond), per pair, kJ/mol, for
-    `pairwise.pair_energy`.
+    """The pair energy LJ(r) S(r) + qq K(r) for r < cutoff (0 beyond), per pair, kJ/mol, for
+    `pairwise.pair_energy` and `pairwise.PairFunction`.
 
-    Inputs: r (..., P) nm; qq (P,) = C q_i q_j; sigma (P,) nm; epsilon (P,) kJ/mol. K is the Coulomb kernel of
-    the nonbonded method (1/r; reaction field 1/r + k_rf r^2 - c_rf; Ewald erfc(alpha r)/r) and S the
-    Lennard-Jones switching function (switch distance or None).
+    Inputs: r (..., P) nm; qq (P,) = C q_i q_j; sigma (P,) nm; epsilon (P,) kJ/mol, or neither for pairs without
+    Lennard-Jones (Coulomb only). K is the Coulomb kernel of the nonbonded method (1/r; reaction field 1/r +
+    k_rf r^2 - c_rf; Ewald erfc(alpha r)/r) and S the Lennard-Jones switching function (switch distance or None).
+
+    `value` is the definition (plain differentiable torch); `energy_and_scale` is the same energy with its radial
+    derivative, written for speed (few passes over the pairs, in place), and checked against `value` by gradcheck.
     """
 
     fast = 1  # derivatives with respect to r are computed in forward
@@ -129,61 +132,78 @@ class NonbondedPair:
         self.cutoff, self.switch_distance = cutoff, switch_distance
         self.reaction_field, self.alpha = reaction_field, alpha
 
-    def value(self, r, qq, sigma, epsilon):
-        return self.value_and_derivatives(r, qq, sigma, epsilon, derivatives=False)[0]
-
-    def value_and_derivatives(self, r, qq, sigma, epsilon, derivatives=True):
-        inverse = 1 / r
-        s2 = sigma * inverse
-        s2 = s2 * s2
-        s6 = s2 * s2 * s2
-        lj = 4 * epsilon * (s6 * s6 - s6)
+    def value(self, r, qq, sigma=None, epsilon=None):
         if self.alpha is not None:
-            erfc = torch.special.erfc(self.alpha * r)
-            coulomb = erfc * inverse
+            coulomb = torch.special.erfc(self.alpha * r) / r
         elif self.reaction_field is not None:
             k_rf, c_rf = self.reaction_field
-            coulomb = inverse + k_rf * r * r - c_rf
+            coulomb = 1 / r + k_rf * r * r - c_rf
         else:
-            coulomb = inverse
+            coulomb = 1 / r
         energy = qq * coulomb
-        switch = None
-        if self.switch_distance is not None:
-            switch = switching_function(r, self.switch_distance, self.cutoff)
-            energy = energy + lj * switch
-        else:
+        if epsilon is not None:
+            lj = lennard_jones(r, sigma, epsilon)
+            if self.switch_distance is not None:
+                lj = lj * switching_function(r, self.switch_distance, self.cutoff)
             energy = energy + lj
-        within = None if self.cutoff is None else (r <= self.cutoff).to(r.dtype)
-        if within is not None:
-            energy = energy * within
-        if not derivatives:
-            return energy, ()
-        # d/dr of 4 eps (s^12 - s^6) and of the Coulomb kernel
-        d_lj = 24 * epsilon * (s6 - 2 * s6 * s6) * inverse
-        if self.alpha is not None:
-            ar = self.alpha * r
-            d_coulomb = -(erfc + 2 / math.sqrt(math.pi) * ar * torch.exp(-ar * ar)) * inverse * inverse
+        if self.cutoff is not None:
+            energy = energy * (r < self.cutoff).to(r.dtype)
+        return energy
+
+    def value_and_derivatives(self, r, qq, sigma=None, epsilon=None):
+        energy, scale = self.energy_and_scale(r * r, qq, sigma, epsilon)
+        return energy, (scale * r,)
+
+    def energy_and_scale(self, r2, qq, sigma=None, epsilon=None):
+        """(energy (..., P) kJ/mol, (dE/dr) / r (..., P) kJ/mol/nm^2) for squared distances r2 (..., P) nm^2."""
+        inverse2 = r2.reciprocal()
+        r = r2.sqrt()
+        within = None
+        if self.cutoff is not None:  # zero 1/r^2, and with it every term but the reaction field's constant
+            within = (self.cutoff**2 - r2).clamp_(min=0).sign_()  # 1 or 0; comparisons to bool are slower
+            inverse2.mul_(within)
+        lj = d_lj = None
+        if epsilon is not None:
+            s2 = inverse2 * sigma
+            s2.mul_(sigma)
+            s6 = s2 * s2
+            s6.mul_(s2)
+            s12 = s6 * s6
+            lj = (s12 - s6).mul_(epsilon)  # LJ / 4
+            d_lj = s6.sub_(s12, alpha=2).mul_(epsilon)  # r dLJ/dr / 24
+            if self.switch_distance is not None:
+                switch = switching_function(r, self.switch_distance, self.cutoff)
+                d_lj = d_lj.mul_(switch).addcmul_(lj, r * switching_derivative(r, self.switch_distance, self.cutoff),
+                                                  value=1 / 6)
+                lj = lj.mul_(switch)
+        erfc = (r * self.alpha).erfc_() if self.alpha is not None else None
+        inverse = r.mul_(inverse2)  # 1/r, in place: r is not needed below
+        if erfc is not None:
+            coulomb = erfc.mul_(inverse)
+            d_coulomb = r2.mul(-self.alpha**2).exp_().mul_(-2 * self.alpha / math.sqrt(math.pi)).sub_(coulomb)
         elif self.reaction_field is not None:
-            d_coulomb = 2 * self.reaction_field[0] * r - inverse * inverse
+            k_rf, c_rf = self.reaction_field
+            coulomb = (r2 * k_rf).sub_(c_rf)
+            coulomb = (coulomb if within is None else coulomb.mul_(within)).add_(inverse)
+            d_coulomb = (r2 * (2 * k_rf)).sub_(inverse)
         else:
-            d_coulomb = -inverse * inverse
-        d_r = qq * d_coulomb
-        if switch is not None:
-            d_r = d_r + d_lj * switch + lj * switching_derivative(r, self.switch_distance, self.cutoff)
-        else:
-            d_r = d_r + d_lj
-        if within is not None:
-            d_r = d_r * within
-        return energy, (d_r,)
+            coulomb, d_coulomb = inverse, -inverse
+        energy, scale = coulomb.mul_(qq), d_coulomb.mul_(qq)  # d_coulomb is r dK/dr
+        if lj is not None:
+            energy.add_(lj, alpha=4)
+            scale.add_(d_lj, alpha=24)
+        return energy, scale.mul_(inverse2)
 
 
-def combined_parameters(pairs, charge, sigma, epsilon):
-    """Per-pair C q_i q_j (kJ nm/mol), Lorentz-Berthelot sigma_ij = (s_i + s_j)/2 (nm) and epsilon_ij =
-    sqrt(eps_i eps_j) (kJ/mol) for pairs (2, P) from per-particle (N,) parameters."""
+def combined_parameters(pairs, charge, sigma=None, epsilon=None):
+    """Per-pair C q_i q_j (kJ nm/mol) and, given sigma and epsilon, Lorentz-Berthelot sigma_ij = (s_i + s_j)/2
+    (nm) and epsilon_ij = sqrt(eps_i eps_j) (kJ/mol), for pairs (2, P) from per-particle (N,) parameters."""
     i, j = pairs
+    qq = COULOMB * charge.index_select(0, i) * charge.index_select(0, j)
+    if epsilon is None:
+        return (qq,)
     sqrt_eps = torch.sqrt(epsilon)
-    return (COULOMB * charge.index_select(0, i) * charge.index_select(0, j),
-            0.5 * (sigma.index_select(0, i) + sigma.index_select(0, j)),
+    return (qq, 0.5 * (sigma.index_select(0, i) + sigma.index_select(0, j)),
             sqrt_eps.index_select(0, i) * sqrt_eps.index_select(0, j))
 
 
@@ -257,6 +277,7 @@ class NonbondedForce:
             self.excluded = torch.stack([excluded // n, excluded % n]).to(device)
         self.pair = NonbondedPair(self.cutoff, self.switch_distance, reaction_field, self.alpha)
         self._pair_parameters = PairCache()
+        self._split_pairs = PairCache()
         self.dispersion = None
         if self.periodic and force.getUseDispersionCorrection():
             self.dispersion = tuple(t.to(device) for t in dispersion_classes(values[:, 1], values[:, 2]))
@@ -271,11 +292,11 @@ class NonbondedForce:
 
     def energy(self, positions, parameters, box=None):
         p = parameters
-        pairs, shift = self.pairs.images_of(positions, box if self.periodic else None)
+        box = box if self.periodic else None
+        pairs, shift = self.pairs.images_of(positions, box)
         charge = p["charge"]
-        qq, sigma, epsilon = self._pair_parameters(pairs, (charge, p["sigma"], p["epsilon"]),
-                                                   lambda: combined_parameters(pairs, charge, p["sigma"], p["epsilon"]))
-        energy = pair_energy(self.pair, positions, pairs[0], pairs[1], shift, qq, sigma, epsilon)
+        energy = sum(pair_energy(self.pair, positions, *group)
+                     for group in self._pair_groups(pairs, shift, (charge, p["sigma"], p["epsilon"]), box))
 
         a, b = self.exceptions
         r14 = torch.linalg.vector_norm(displacement(positions, a, b), dim=-1)
@@ -289,6 +310,20 @@ class NonbondedForce:
                                                     self.switch_distance)
         return energy
 
+    def _pair_groups(self, pairs, shift, values, box):
+        """The pairs as groups (i, j, shift, qq[, sigma, epsilon]) for `pair_energy`, from per-particle values
+        (charge, sigma, epsilon). While these need no gradient and the image vectors are fixed (one conformation),
+        the pairs are grouped (`_group_pairs`, cached with the list) by periodic image, so that its vector is added
+        to the positions once rather than to every pair, and by Lennard-Jones: pairs with epsilon_ij = 0 (most
+        pairs in water, those of its hydrogens) skip a third of the arithmetic."""
+        if shift is not None and shift.dim() > 2 or any(
+                v.requires_grad or torch._C._functorch.is_functorch_wrapped_tensor(v) for v in values):
+            return [(pairs[0], pairs[1], shift,
+                     *self._pair_parameters(pairs, values, lambda: combined_parameters(pairs, *values)))]
+        images = None if shift is None else self.pairs.images
+        groups = self._split_pairs(pairs, values, lambda: _group_pairs(pairs, images, *values))
+        return [(i, j, None if image is None else image @ box, *rest) for i, j, image, *rest in groups]
+
     def _ewald_corrections(self, positions, charge, box):
         """Reciprocal-space energy minus the self and excluded-pair terms it includes, and the neutralizing
         background of a net charge Q, -pi C Q^2 / (2 V alpha^2); (...,) kJ/mol."""
@@ -300,6 +335,42 @@ class NonbondedForce:
         volume = torch.linalg.det(box)
         background = math.pi * COULOMB * charge.sum() ** 2 / (2 * volume * self.alpha**2)
         return self.reciprocal.energy(positions, charge, box) - self_energy - excluded - background
+
+
+def _group_pairs(pairs, images, charge, sigma, epsilon):
+    """Pairs (2, P) grouped by Lennard-Jones and by periodic image, with their `combined_parameters`.
+
+    images: None, or (P, 3) box vectors from atom i to the image of atom j; charge, sigma, epsilon (N,) per
+    particle. Returns [(i, j, image, qq, sigma_ij, epsilon_ij) for pairs with epsilon_ij != 0, (i, j, image, qq)
+    for the others], where image is None, the one image (3,) of a group's pairs (images shared by at least
+    CHUNK_ELEMENTS pairs of a kind: most pairs), or the images (P_g, 3) of the remaining pairs of that kind.
+    Built once per neighbour list: one sort of small integer keys, then gathers per group.
+    """
+    i, j = pairs
+    no_lj = epsilon == 0
+    key, codes = (no_lj.index_select(0, i) | no_lj.index_select(0, j)).long(), 1  # Lennard-Jones pairs first
+    if images is not None:
+        low, span = images.min(), int(images.max() - images.min()) + 1  # images are whole numbers
+        weights = images.new_tensor([span * span, span, 1])
+        code = ((images - low) @ weights).round().long()  # the image as one integer in [0, codes)
+        codes = span**3
+        key = key * codes + code
+        common = torch.bincount(key, minlength=2 * codes) >= CHUNK_ELEMENTS
+        key = torch.where(common.index_select(0, key), key, 2 * codes + key // codes)  # the rest: 2 more groups
+    dtype = torch.int16 if 2 * codes + 2 < 2**15 else torch.long  # sorting small integers is much faster
+    order = torch.argsort(key.to(dtype), stable=True)
+    counts = torch.bincount(key)
+    keys = counts.nonzero().squeeze(1)
+    groups, start = [], 0
+    for k, count in zip(keys.tolist(), counts.index_select(0, keys).tolist()):
+        at = order[start:start + count]
+        start += count
+        mixed = k >= 2 * codes
+        group = (i.index_select(0, at), j.index_select(0, at))
+        image = None if images is None else images.index_select(0, at) if mixed else images[at[0]]
+        lennard_jones = (sigma, epsilon) if (k == 2 * codes if mixed else k < codes) else ()
+        groups.append((*group, image, *combined_parameters(group, charge, *lennard_jones)))
+    return groups
 
 
 def _method_name(method):

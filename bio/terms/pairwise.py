@@ -58,7 +58,8 @@ class PairFunction(torch.autograd.Function):
 
 class PairDistance(torch.autograd.Function):
     """Distances r (..., P) nm from atom i to atom j of each pair, |x_j - x_i + shift|, for positions (..., N, 3)
-    nm, index tensors i, j (P,) and shift None or (..., P, 3) nm (periodic image vectors).
+    nm, index tensors i, j (P,) and shift None, (..., P, 3) or (3,) nm (periodic image vectors, per pair or one
+    for all).
 
     Forward keeps the unit vectors, so that backward is one scaled scatter-add per Cartesian component; as for
     `PairFunction`, a gradient graph (create_graph=True) is recomputed through autograd. Use as
@@ -92,17 +93,19 @@ class PairDistance(torch.autograd.Function):
             return grad_positions, None, None, grad_shift
         count = i.shape[0]
         grad = grad.reshape(-1, count)
-        grad_positions = positions.new_zeros(unit.shape[0], 3, positions.shape[-2]) if needs[0] else None
+        to_j = positions.new_zeros(unit.shape[0], 3, positions.shape[-2]) if needs[0] else None
+        to_i = torch.zeros_like(to_j) if needs[0] else None
         grad_shift = torch.empty_like(unit) if needs[1] else None
         for b, part in _pieces(unit.shape[0], count, unit.device):
             for k in range(3):
                 w = grad[b, part] * unit[b, k, part]
-                if grad_positions is not None:
-                    grad_positions[b, k].index_add_(-1, j[part], w).index_add_(-1, i[part], w, alpha=-1)
+                if to_j is not None:
+                    _scatter_pair(to_j[b, k], to_i[b, k], j[part], i[part], w)
                 if grad_shift is not None:
                     grad_shift[b, k, part] = w
-        if grad_positions is not None:
-            grad_positions = grad_positions.transpose(-1, -2).reshape(positions.shape)
+        grad_positions = None
+        if to_j is not None:
+            grad_positions = to_j.sub_(to_i).transpose(-1, -2).reshape(positions.shape)
         if grad_shift is not None:
             grad_shift = grad_shift.transpose(-1, -2).reshape(*positions.shape[:-2], count, 3)
             grad_shift = grad_shift.sum_to_size(shift.shape)
@@ -111,8 +114,9 @@ class PairDistance(torch.autograd.Function):
 
 def pair_energy(pair, positions, i, j, shift, *parameters):
     """sum_p pair.value(r_p, *parameters_p), (...,) kJ/mol, over the pairs (i, j) (P,) of positions (..., N, 3)
-    nm with periodic image vectors shift None or (..., P, 3) nm (as `PairDistance`); parameters (P,) broadcast
-    per pair; `pair` as for `PairFunction`, with `pair.fast == 1` (derivatives with respect to r).
+    nm with periodic image vectors shift None, (..., P, 3) or (3,) nm (as `PairDistance`); parameters (P,) broadcast
+    per pair; `pair` as for `PairFunction`, with `pair.fast == 1` (derivatives with respect to r), and
+    `pair.energy_and_scale(r2, *parameters) -> (energies, (dE/dr) / r)` from squared distances.
 
     When only positions need gradients, energy and forces are accumulated piece by piece (`_FusedPairEnergy`)
     without per-pair arrays, whose first writes alone cost more than the arithmetic; otherwise (parameter or box
@@ -135,17 +139,19 @@ class _FusedPairEnergy(torch.autograd.Function):
         flat = [p.expand(count) for p in parameters]
         energy = positions.new_zeros(math.prod(batch))
         forces = ctx.needs_input_grad[1]
-        gradient = positions.new_zeros(energy.shape[0], 3, positions.shape[-2]) if forces else None
+        to_j = positions.new_zeros(energy.shape[0], 3, positions.shape[-2]) if forces else None
+        to_i = torch.zeros_like(to_j) if forces else None
         for b, part, d in _displacements(positions, i, j, shift):
-            r = torch.sqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2])
-            value, (d_r,) = pair.value_and_derivatives(r, *(p[part] for p in flat))
+            r2 = d[0] * d[0]
+            r2 = r2.addcmul_(d[1], d[1]).addcmul_(d[2], d[2])
+            value, scale = pair.energy_and_scale(r2, *(p[part] for p in flat))
             energy[b] += value.sum(-1)
             if forces:
-                scale = d_r / r
+                jp, ip = j[part], i[part]
                 for k in range(3):
-                    w = scale * d[k]
-                    gradient[b, k].index_add_(-1, j[part], w).index_add_(-1, i[part], w, alpha=-1)
+                    _scatter_pair(to_j[b, k], to_i[b, k], jp, ip, d[k].mul_(scale))
         ctx.pair = pair
+        gradient = to_j.sub_(to_i) if forces else None
         ctx.save_for_backward(positions, i, j, shift, gradient, *parameters)
         return energy.reshape(batch)
 
@@ -162,19 +168,33 @@ class _FusedPairEnergy(torch.autograd.Function):
         return (None, grad_positions, None, None, None, *[None] * len(parameters))
 
 
+def _scatter_pair(to_j, to_i, j, i, w):
+    """to_j[..., j_p] += w_p and to_i[..., i_p] += w_p over the pairs p (the gradient of atom j is then to_j - to_i):
+    scatter_add_ is several times faster than index_add_ on CPUs, which has no faster path for alpha=-1 either."""
+    to_j.scatter_add_(-1, j.expand_as(w), w)
+    to_i.scatter_add_(-1, i.expand_as(w), w)
+
+
 def _displacements(positions, i, j, shift):
     """Yields (conformation b, pair slice, [d_x, d_y, d_z]) over the `_pieces` of the pairs (on GPUs b and the
     slice take everything), d_k = x_k[j] - x_k[i] + shift_k (nm), gathered one Cartesian component at a time:
-    gathering from contiguous (N,) vectors is several times faster than gathering rows of 3 values."""
+    gathering from contiguous (N,) vectors is several times faster than gathering rows of 3 values. The d_k are
+    fresh tensors (callers may overwrite them). shift is None, per pair (..., P, 3) (its components are read
+    fastest when it is column-major, as `NeighborList.images_of` returns it), or one vector (3,) for all pairs,
+    added to the positions of the atoms j once."""
     batch, count = positions.shape[:-2], i.shape[0]
     x = positions.detach().reshape(-1, *positions.shape[-2:]).transpose(-1, -2).contiguous()  # (B, 3, N)
-    shifts = None if shift is None else shift.detach().expand(*batch, count, 3).reshape(-1, count, 3)
+    shifted, shifts = x, None
+    if shift is not None and shift.dim() == 1:
+        shifted = x + shift.detach()[:, None]
+    elif shift is not None:
+        shifts = shift.detach().expand(*batch, count, 3).reshape(x.shape[0], count, 3)
     for b, part in _pieces(x.shape[0], count, x.device):
         jp, ip = j[part], i[part]
-        d = [x[b, k].index_select(-1, jp) - x[b, k].index_select(-1, ip) for k in range(3)]
+        d = [shifted[b, k].index_select(-1, jp).sub_(x[b, k].index_select(-1, ip)) for k in range(3)]
         if shifts is not None:
             s = shifts[b, part]
-            d = [d[k] + s[..., k] for k in range(3)]
+            d = [d[k].add_(s[..., k]) for k in range(3)]
         yield b, part, d
 
 

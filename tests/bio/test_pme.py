@@ -1,6 +1,6 @@
 """PME electrostatics (NonbondedForce.PME) against OpenMM's Reference platform: parameters, energies and
-forces in cubic and triclinic water boxes, with switching, a net charge and batching; B-splines against scipy;
-the fused pair kernel against gradcheck."""
+forces in cubic and triclinic water boxes, with switching, a net charge and batching; B-splines and their
+derivatives against scipy; the fused pair kernel and the reciprocal-space forces against gradcheck."""
 
 import numpy as np
 import openmm
@@ -11,9 +11,11 @@ import scipy.interpolate
 import torch
 
 import bio
+from bio.constants import COULOMB
+from bio.terms import nonbonded
 from bio.terms.nonbonded import NonbondedPair
 from bio.terms.pairwise import PairFunction
-from bio.terms.pme import bspline_weights, pme_parameters
+from bio.terms.pme import ReciprocalSpace, bspline_weights, pme_parameters
 from bio_reference import VILLIN_IN_WATER, assert_matches_openmm, openmm_reference, perturbed
 
 WATER = app.ForceField("amber14-all.xml", "amber14/tip3p.xml")
@@ -47,6 +49,21 @@ def test_pme_water_box_matches_openmm(water_box, device):
     box = ours.box_vectors
     wrapped = ours.positions - torch.floor(ours.positions / box.diagonal()) * box.diagonal()
     assert_matches_openmm(ours, wrapped, box * 1.03)
+
+
+def test_pme_pair_groups_by_image_match_openmm(monkeypatch, water_box):
+    """Pairs grouped by periodic image (here every image shared by 64 pairs of a kind gets its own group, as most
+    pairs do in large systems) and by Lennard-Jones give OpenMM's energies and forces."""
+    monkeypatch.setattr(nonbonded, "CHUNK_ELEMENTS", 64)
+    topology, positions = water_box
+    system, _ = _pme_system(topology)
+    ours = bio.System.from_openmm(system, topology, positions)
+    assert_matches_openmm(ours)
+    term = ours.terms["NonbondedForce"]
+    groups = term._pair_groups(*term.pairs.images_of(ours.positions, ours.box_vectors), (
+        term.parameters["charge"], term.parameters["sigma"], term.parameters["epsilon"]), ours.box_vectors)
+    # groups with one image vector and the rest with one per pair; with and without Lennard-Jones parameters
+    assert {group[2].dim() for group in groups} == {1, 2} and {len(group) for group in groups} == {4, 6}
 
 
 def test_pme_with_switching_net_charge_and_explicit_parameters(water_box):
@@ -110,11 +127,40 @@ def test_bspline_weights_are_scipys_cardinal_bsplines():
     np.testing.assert_allclose(ours.numpy(), expected, rtol=1e-12, atol=1e-14)
 
 
+def test_bspline_derivatives_are_scipys():
+    fraction = torch.linspace(0, 0.999, 37, dtype=torch.float64)
+    weights, slopes = bspline_weights(fraction, derivatives=True)
+    torch.testing.assert_close(weights, bspline_weights(fraction), rtol=0, atol=0)
+    spline = scipy.interpolate.BSpline.basis_element(np.arange(6.0), extrapolate=False).derivative()
+    expected = np.stack([spline(fraction.numpy() + 4 - k) for k in range(5)], axis=-1)
+    np.testing.assert_allclose(slopes.numpy(), expected, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("grid, batch", [((8, 9, 10), ()), ((9, 8, 7), (2,))], ids=["even-single", "odd-batched"])
+def test_reciprocal_space_gradients_pass_gradcheck(grid, batch):
+    """Reciprocal-space forces and charge derivatives computed in forward (`_ReciprocalEnergy`), and through
+    autograd with the box (the virial) and to second order, against finite differences; a triclinic box, an
+    even and an odd number of mesh planes along z (the real FFT's Nyquist plane), one and two conformations."""
+    generator = torch.Generator().manual_seed(5)
+    box = torch.tensor([[1.3, 0, 0], [0.1, 1.4, 0], [-0.2, 0.15, 1.5]], dtype=torch.float64)
+    positions = (1.4 * torch.rand(*batch, 6, 3, generator=generator, dtype=torch.float64)).requires_grad_(True)
+    charges = torch.randn(6, generator=generator, dtype=torch.float64).requires_grad_(True)
+    space = ReciprocalSpace(3.0, grid, COULOMB, "cpu", torch.float64)
+
+    def energy(positions, charges):
+        return space.energy(positions, charges, box)
+
+    assert type(energy(positions, charges).grad_fn).__name__ == "_ReciprocalEnergyBackward"
+    assert torch.autograd.gradcheck(energy, (positions, charges))
+    assert torch.autograd.gradgradcheck(energy, (positions, charges))
+    assert torch.autograd.gradcheck(space.energy, (positions, charges, box.requires_grad_(True)))
+
+
 @pytest.mark.parametrize("pair", [NonbondedPair(), NonbondedPair(0.9, 0.7, reaction_field=(0.4, 1.3)),
                                   NonbondedPair(0.9, alpha=3.2)], ids=["plain", "reaction-field", "ewald"])
 def test_nonbonded_pair_gradients_pass_gradcheck(pair):
-    """The fused pair energy: first derivatives from forward (positions only) and through autograd
-    (parameters too), second derivatives through autograd, against finite differences."""
+    """The fused pair energy, with and without Lennard-Jones: first derivatives from forward (positions only) and
+    through autograd (parameters too), second derivatives through autograd, against finite differences."""
     generator = torch.Generator().manual_seed(0)
     r = (0.25 + 0.8 * torch.rand(2, 12, generator=generator, dtype=torch.float64)).requires_grad_(True)
     qq = torch.randn(12, generator=generator, dtype=torch.float64).requires_grad_(True)
@@ -127,6 +173,9 @@ def test_nonbonded_pair_gradients_pass_gradcheck(pair):
     assert torch.autograd.gradcheck(function, (r, qq, sigma, epsilon))
     assert torch.autograd.gradcheck(function, (r, qq.detach(), sigma.detach(), epsilon.detach()))  # fast path
     assert torch.autograd.gradgradcheck(function, (r, qq, sigma, epsilon))
+    # Coulomb only (pairs without Lennard-Jones)
+    assert torch.autograd.gradcheck(function, (r, qq.detach()))
+    assert torch.autograd.gradgradcheck(function, (r, qq))
 
 
 @pytest.mark.slow

@@ -244,7 +244,7 @@ def test_gb_pair_gradients_pass_gradcheck(kappa, cutoff):
 
 
 @pytest.mark.parametrize("whole", [False, True], ids=["pieces", "whole_arrays"])
-@pytest.mark.parametrize("periodic", [False, True])
+@pytest.mark.parametrize("periodic", [False, True, "one image"])
 def test_pair_distance_gradients_pass_gradcheck(monkeypatch, periodic, whole):
     if whole:  # as on GPUs: all conformations and pairs at once
         monkeypatch.setattr(pairwise, "_pieces", lambda batch, count, device: [(slice(None), slice(None))])
@@ -256,7 +256,7 @@ def test_pair_distance_gradients_pass_gradcheck(monkeypatch, periodic, whole):
         box = (2.0 * torch.eye(3, dtype=torch.float64) + 0.1 * torch.rand(3, 3, generator=generator,
                                                                            dtype=torch.float64).tril(-1))
         images = torch.randint(-1, 2, (i.numel(), 3), generator=generator).to(torch.float64)
-        shift = images @ box.requires_grad_(True)
+        shift = (images if periodic is True else images[0]) @ box.requires_grad_(True)
 
     def function(positions, shift):
         return PairDistance.apply(positions, i, j, shift)
@@ -306,10 +306,11 @@ def test_pair_cache_follows_parameter_changes():
     assert abs(before.item() - sum(reference.values())) < 1e-4 and abs(after.item() - before.item()) > 1e-2
 
 
-@pytest.mark.parametrize("periodic", [False, True])
+@pytest.mark.parametrize("periodic", [False, True, "one image"])
 def test_fused_pair_energy_equals_distance_then_pair_function_and_passes_gradcheck(monkeypatch, periodic):
     """pair_energy's fused path (positions only need grad) equals PairFunction of PairDistance, in pieces and as
-    whole arrays (the GPU path), and its first and second derivatives pass gradcheck."""
+    whole arrays (the GPU path), with image vectors per pair or one for all pairs, and its first and second
+    derivatives pass gradcheck."""
     generator = torch.Generator().manual_seed(4)
     corners = torch.cartesian_prod(*[torch.tensor([0.0, 0.6], dtype=torch.float64)] * 3)[:7]  # 0.6-1.04 nm apart
     positions = (corners + 0.1 * _random(generator, 2, 7, 3)).detach().requires_grad_(True)
@@ -318,6 +319,8 @@ def test_fused_pair_energy_equals_distance_then_pair_function_and_passes_gradche
     if periodic:
         images = torch.randint(-1, 2, (i.numel(), 3), generator=generator).to(torch.float64)
         shift = images @ (1.4 * torch.eye(3, dtype=torch.float64))
+        if periodic == "one image":
+            shift = shift[0]
     qq, sigma, epsilon = (_random(generator, i.numel(), low=low, high=high).detach()
                           for low, high in ((-50.0, 50.0), (0.2, 0.35), (0.1, 1.0)))
     pair = NonbondedPair(cutoff=1.2, switch_distance=1.0, alpha=3.0)
