@@ -11,10 +11,13 @@ building the kernel, tracing / JIT compilation (NumPyro's and Pyro's included), 
 ESS is the minimum bulk ESS over all scalar latent parameters (constrained values, as each tool returns them),
 computed for every tool with ``inference.diagnostics.ess_bulk`` (rank-normalized, Vehtari et al. 2021). Besides
 wall time the table gives the worker's CPU time (all its threads), which a machine shared with other jobs
-disturbs less; ratios are of ESS per wall second. Intra-op threads: ``--threads`` (default 1, the right setting
-for models this small) for torch and XLA alike.
+disturbs less, and the leapfrog steps of the sampling phase (diffsci and NumPyro), which show whether two tools'
+trajectories are alike; ratios are of ESS per wall second. One run's min ESS is noisy: ``--seeds N`` runs every
+case with seeds 0..N-1 and reports the means (ESS/s = mean ESS / mean wall time). Intra-op threads: ``--threads``
+(default 1, the right setting for models this small) for torch and XLA alike.
 
-    .venv/bin/python benchmarks/mcmc.py [--quick] [--skip-pyro] [--pyro-chains] [--threads N] [--device cuda]
+    .venv/bin/python benchmarks/mcmc.py [--quick] [--skip-pyro] [--pyro-chains] [--seeds N] [--threads N]
+                                        [--device cuda]
 """
 
 import argparse
@@ -26,7 +29,7 @@ import numpy as np
 
 NUM_WARMUP = 500
 NUM_SAMPLES = 500
-SEED = 0
+SEED = 0  # the data's seed (and the first run's)
 
 EIGHT_Y = [28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0]
 EIGHT_SIGMA = [15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0]
@@ -172,31 +175,31 @@ def _models_pyro():
 # -- one timed run per worker ---------------------------------------------------------------------------------
 
 
-def _run_diffsci(model, args, chains, num_warmup, num_samples, device):
+def _run_diffsci(model, args, chains, num_warmup, num_samples, device, seed):
     from inference.mcmc import MCMC, NUTS
 
-    mcmc = MCMC(NUTS(model), num_warmup=num_warmup, num_samples=num_samples, num_chains=chains, seed=SEED,
+    mcmc = MCMC(NUTS(model), num_warmup=num_warmup, num_samples=num_samples, num_chains=chains, seed=seed,
                 progress_bar=False)
     mcmc.run(*args)
-    return mcmc.get_samples(group_by_chain=True)
+    return mcmc.get_samples(group_by_chain=True), int(mcmc.get_extra_fields()["num_steps"].sum())
 
 
-def _run_numpyro(model, args, chains, num_warmup, num_samples, device):
+def _run_numpyro(model, args, chains, num_warmup, num_samples, device, seed):
     import jax
     import numpyro
 
     mcmc = numpyro.infer.MCMC(numpyro.infer.NUTS(model), num_warmup=num_warmup, num_samples=num_samples,
                               num_chains=chains, chain_method="vectorized", progress_bar=False)
-    mcmc.run(jax.random.PRNGKey(SEED), *args)
+    mcmc.run(jax.random.PRNGKey(seed), *args, extra_fields=("num_steps",))
     samples = mcmc.get_samples(group_by_chain=True)
     jax.block_until_ready(samples)
-    return samples
+    return samples, int(np.asarray(mcmc.get_extra_fields()["num_steps"]).sum())
 
 
-def _run_pyro(model, args, chains, num_warmup, num_samples, device, jit):
+def _run_pyro(model, args, chains, num_warmup, num_samples, device, seed, jit):
     import pyro
 
-    pyro.set_rng_seed(SEED)
+    pyro.set_rng_seed(seed)
     kernel = pyro.infer.NUTS(model, jit_compile=jit, ignore_jit_warnings=True)
     mcmc = pyro.infer.MCMC(kernel, num_samples=num_samples, warmup_steps=num_warmup, num_chains=1,
                            disable_progbar=True)
@@ -204,7 +207,7 @@ def _run_pyro(model, args, chains, num_warmup, num_samples, device, jit):
     for _ in range(chains):  # sequential chains in one process (Pyro's multi-chain runs spawn processes)
         mcmc.run(*args)
         draws.append(mcmc.get_samples(group_by_chain=True))
-    return {name: np.concatenate([np.asarray(d[name]) for d in draws]) for name in draws[0]}
+    return {name: np.concatenate([np.asarray(d[name]) for d in draws]) for name in draws[0]}, None
 
 
 TOOLS = {
@@ -215,7 +218,7 @@ TOOLS = {
 }
 
 
-def _worker(tool, model_name, chains, num_warmup, num_samples, device, threads, queue):
+def _worker(tool, model_name, chains, num_warmup, num_samples, device, threads, seed, queue):
     os.environ["XLA_FLAGS"] = f"--xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'}"
     import jax
     import pyro  # noqa: F401 - every library imported before the clock starts, in every worker
@@ -235,22 +238,30 @@ def _worker(tool, model_name, chains, num_warmup, num_samples, device, threads, 
         models = _models_diffsci(device)
     model, args = models[model_name]
     start, start_cpu = time.perf_counter(), time.process_time()
-    samples = TOOLS[tool](model, args, chains, num_warmup, num_samples, device)
+    samples, steps = TOOLS[tool](model, args, chains, num_warmup, num_samples, device, seed)
     wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
     ess = min(float(diagnostics.ess_bulk(np.asarray(v, dtype=np.float64)).min()) for v in samples.values())
-    queue.put((wall, cpu, ess))
+    queue.put((wall, cpu, ess, steps))
 
 
-def _measure(tool, model_name, chains, num_warmup, num_samples, device, threads):
+def _measure(tool, model_name, chains, num_warmup, num_samples, device, threads, seed):
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
     worker = ctx.Process(target=_worker,
-                         args=(tool, model_name, chains, num_warmup, num_samples, device, threads, queue))
+                         args=(tool, model_name, chains, num_warmup, num_samples, device, threads, seed, queue))
     worker.start()
-    worker.join()  # the result is three numbers: the queue's pipe never fills
+    worker.join()  # the result is four numbers: the queue's pipe never fills
     if worker.exitcode != 0:
         raise RuntimeError(f"{tool} on {model_name} with {chains} chain(s) failed (exit code {worker.exitcode})")
     return queue.get()
+
+
+def _measure_seeds(tool, model_name, chains, num_warmup, num_samples, device, threads, seeds):
+    """Means over seeds of wall time, CPU time, min ESS and leapfrog steps (None where a tool has none)."""
+    runs = [_measure(tool, model_name, chains, num_warmup, num_samples, device, threads, seed) for seed in seeds]
+    wall, cpu, ess = (float(np.mean([run[k] for run in runs])) for k in range(3))
+    steps = None if runs[0][3] is None else float(np.mean([run[3] for run in runs]))
+    return wall, cpu, ess, steps
 
 
 def main():
@@ -258,6 +269,7 @@ def main():
     parser.add_argument("--quick", action="store_true", help="100 warm-up + 100 draws, eight schools only")
     parser.add_argument("--skip-pyro", action="store_true", help="leave Pyro out (minutes per model)")
     parser.add_argument("--pyro-chains", action="store_true", help="also run Pyro's 4 chains (sequentially)")
+    parser.add_argument("--seeds", type=int, default=1, help="runs per case (seeds 0..N-1); the table shows means")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads of torch and XLA")
     parser.add_argument("--device", default="cpu", help="diffsci's device (the others run on CPU)")
     opts = parser.parse_args()
@@ -265,9 +277,10 @@ def main():
     model_names = ["eight schools"] if opts.quick else ["eight schools", "logistic regression", "hierarchical (D=100)"]
     tools = ["diffsci", "NumPyro"] + ([] if opts.skip_pyro else ["Pyro", "Pyro (JIT)"])
 
+    seeds = range(SEED, SEED + opts.seeds)
     print(f"NUTS, {num_warmup} warm-up + {num_samples} draws, float64, {opts.threads} intra-op thread(s); "
-          f"diffsci on {opts.device}")
-    header = (f"{'model':22s} {'tool':11s} {'chains':>6s} {'wall s':>8s} {'cpu s':>8s} {'min ESS':>8s} "
+          f"diffsci on {opts.device}; " + (f"means over seeds 0-{opts.seeds - 1}" if opts.seeds > 1 else "seed 0"))
+    header = (f"{'model':22s} {'tool':11s} {'chains':>6s} {'wall s':>8s} {'cpu s':>8s} {'steps':>7s} {'min ESS':>8s} "
               f"{'ESS/s':>8s} {'ESS/cpu s':>9s} {'diffsci x':>9s}")
     print(header)
     print("-" * len(header))
@@ -277,12 +290,13 @@ def main():
             for tool in tools:
                 if tool.startswith("Pyro") and chains > 1 and not opts.pyro_chains:
                     continue
-                wall, cpu, ess = _measure(tool, model_name, chains, num_warmup, num_samples, opts.device,
-                                          opts.threads)
+                wall, cpu, ess, steps = _measure_seeds(tool, model_name, chains, num_warmup, num_samples,
+                                                       opts.device, opts.threads, seeds)
                 results[model_name, tool, chains] = ess / wall
                 ratio = results[model_name, "diffsci", chains] / results[model_name, tool, chains]
-                print(f"{model_name:22s} {tool:11s} {chains:6d} {wall:8.2f} {cpu:8.2f} {ess:8.0f} {ess / wall:8.1f} "
-                      f"{ess / cpu:9.1f} {ratio:9.2f}", flush=True)
+                steps = "-" if steps is None else f"{steps:.0f}"
+                print(f"{model_name:22s} {tool:11s} {chains:6d} {wall:8.2f} {cpu:8.2f} {steps:>7s} {ess:8.0f} "
+                      f"{ess / wall:8.1f} {ess / cpu:9.1f} {ratio:9.2f}", flush=True)
         speedup = results[model_name, "diffsci", 4] / results[model_name, "diffsci", 1]
         print(f"{model_name:22s} diffsci 4 vectorized chains / 1 chain, ESS/s: {speedup:.2f}x", flush=True)
 

@@ -52,11 +52,12 @@ class Trace(dict):
 
     def log_prob_sum(self):
         """The joint log-density: the sum of every sample site's scaled, masked log-density (a 0-dim tensor)."""
-        total = 0.0
+        total = None
         for site in self.values():
             if site["type"] == "sample":
-                total = total + site_log_prob(site).sum()
-        return torch.as_tensor(total)
+                log_prob = site_log_prob(site).sum()
+                total = log_prob if total is None else total + log_prob
+        return torch.as_tensor(0.0) if total is None else total
 
 
 class trace(Messenger):

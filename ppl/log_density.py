@@ -17,7 +17,7 @@ from ppl.errors import ModelError
 from ppl.handlers import substitute, trace
 from ppl.initialization import init_to_uniform
 from ppl.primitives import Messenger
-from ppl.transforms import biject_to
+from ppl.transforms import biject_to, is_identity
 
 __all__ = ["LatentSite", "Potential", "log_density"]
 
@@ -51,12 +51,14 @@ def _is_latent(site):
 
 class _Unconstrain(Messenger):
     """Give each latent site the constrained value of its slice of ``z``, accumulating log|det J| (scaled like
-    the site's log-density)."""
+    the site's log-density; None while every transform so far is the identity)."""
 
     def __init__(self, fn, sites, z):
         self.sites = sites
-        self.z = z
-        self.log_det = 0.0
+        # one split of z (its backward is one concatenation) rather than a slice per site (each with a backward)
+        sizes = [site.stop - site.start for site in sites.values()]
+        self.parts = dict(zip(sites, torch.split(z, sizes) if len(sizes) > 1 else (z,)))
+        self.log_det = None
         super().__init__(fn)
 
     def process_message(self, msg):
@@ -69,16 +71,19 @@ class _Unconstrain(Messenger):
                 "must be the same in every run (no random control flow over sample statements)."
             )
         transform = biject_to(msg["fn"].support)
-        unconstrained = self.z[site.start : site.stop].reshape(site.unconstrained_shape)
+        unconstrained = self.parts[site.name].reshape(site.unconstrained_shape)
         value = transform(unconstrained)
+        msg["value"] = value
+        if is_identity(transform):  # log|det J| = 0
+            return
         log_det = transform.log_abs_det_jacobian(unconstrained, value)
         batch_dim = value.dim() - len(msg["fn"].event_shape)
         if log_det.dim() > batch_dim:
             log_det = log_det.sum(tuple(range(batch_dim, log_det.dim())))
         if msg["scale"] is not None:
             log_det = log_det * msg["scale"]
-        self.log_det = self.log_det + log_det.sum()
-        msg["value"] = value
+        log_det = log_det.sum()
+        self.log_det = log_det if self.log_det is None else self.log_det + log_det
 
 
 @contextlib.contextmanager
@@ -180,7 +185,8 @@ class Potential:
 
     def _potential(self, z):
         model_trace, log_det = self._run(z)
-        return -(model_trace.log_prob_sum() + log_det)
+        log_joint = model_trace.log_prob_sum()
+        return -(log_joint if log_det is None else log_joint + log_det)
 
     def __call__(self, z):
         """``U(z)``: shape ``()`` for ``z`` of shape ``(dim,)``, ``(C,)`` for ``(C, dim)``."""

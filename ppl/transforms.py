@@ -39,6 +39,7 @@ __all__ = [
     "LowerCholeskyTransform",
     "OrderedTransform",
     "biject_to",
+    "is_identity",
 ]
 
 
@@ -164,6 +165,13 @@ class _BijectionRegistry(ConstraintRegistry):
 
 
 biject_to = _BijectionRegistry()
+
+
+def is_identity(transform):
+    """Whether ``transform`` is the identity (possibly over event dimensions), whose log|det J| is 0."""
+    while isinstance(transform, IndependentTransform):
+        transform = transform.base_transform
+    return transform is identity_transform
 
 
 @biject_to.register(constraints.real)

@@ -12,12 +12,13 @@ def potential_and_grad(potential_fn, z):
     """Potential energy U(z), (C,), and its gradient dU/dz, (C, D), from one forward and one backward pass.
 
     ``potential_fn`` maps (C, D) to (C,) with chains independent, so the gradient of the sum over chains is the
-    per-chain gradient.
+    per-chain gradient. (Differentiating the sum rather than passing ``grad_outputs``: torch imports SymPy, a
+    second of start-up, the first time ``grad_outputs`` is given.)
     """
     with torch.enable_grad():
         z = z.detach().requires_grad_(True)
         potential = potential_fn(z)
-        (grad,) = torch.autograd.grad(potential, z, torch.ones_like(potential))
+        (grad,) = torch.autograd.grad(potential.sum(), z)
     return potential.detach(), grad
 
 

@@ -16,6 +16,7 @@ mismatch, or if tracing fails, ``JitStep`` warns and runs the Python step from t
 returned even while checking, so a run is the same whether or not it was resumed from a checkpoint.
 """
 
+import functools
 import operator
 import warnings
 
@@ -74,6 +75,19 @@ SHAPE_ONLY = {
 }
 
 
+# products that read a transposed matrix (e.g. the data matrix in a gradient) several times slower than a contiguous
+# one: their constant operands are stored contiguous (the values are the same)
+MATMULS = {aten.mv.default, aten.mm.default, aten.bmm.default, aten.addmv.default, aten.addmm.default}
+
+
+# arithmetic with a Python number: recorded in its Scalar form (a traced Tensor form would turn the number into a
+# tensor constant, which the replay then casts to the other operand's dtype at every call)
+SCALAR_FORMS = {
+    aten.add.Tensor: aten.add.Scalar, aten.sub.Tensor: aten.sub.Scalar,
+    aten.mul.Tensor: aten.mul.Scalar, aten.div.Tensor: aten.div.Scalar,
+}
+
+
 def _key(tree):
     """A hashable form of an operation's arguments (graph nodes stand for tensors)."""
     if isinstance(tree, (tuple, list)):
@@ -91,7 +105,8 @@ class _Recorder(TorchDispatchMode):
     factories like ``zeros_like`` that only read shapes) are computed once, here, and their results become
     constants of the graph (constant folding); an operation seen twice on the same arguments is recorded once
     (common subexpressions). Random operations are always recorded; an in-place operation is recorded on a
-    fresh copy of any constant it writes to.
+    fresh copy of any constant it writes to. ``x ** 1`` is recorded as ``x``; the constant operands of matrix
+    products are stored contiguous; arithmetic with Python numbers in its Scalar form.
     """
 
     @classmethod
@@ -112,13 +127,15 @@ class _Recorder(TorchDispatchMode):
         self.nodes[id(tensor)] = node
         self.alive.append(tensor)
 
-    def node(self, value):
+    def node(self, value, contiguous=False):
         if not isinstance(value, torch.Tensor):
             return value
         node = self.nodes.get(id(value))
         if node is None:  # a constant: a snapshot of its value now (it may be written to later)
             name = f"constant{len(self.constants._buffers)}"
-            self.constants.register_buffer(name, value.detach().clone())
+            layout = torch.contiguous_format if contiguous else torch.preserve_format
+            snapshot = value.detach().clone(memory_format=layout)
+            self.constants.register_buffer(name, snapshot)
             node = self.graph.get_attr(name)
         return node
 
@@ -131,19 +148,27 @@ class _Recorder(TorchDispatchMode):
         dynamic = random or written or (func not in SHAPE_ONLY and any(id(t) in self.nodes for t in tensors))
         if not dynamic:
             return func(*args, **kwargs)
+        if func is aten.pow.Tensor_Scalar and args[1] == 1 and not kwargs:  # pow's backward has x ** 1: x
+            out = func(*args)
+            self.bind(out, self.node(args[0]))
+            return out
         for tensor in written:
             if id(tensor) not in self.nodes:
                 self.bind(tensor, self.graph.call_function(aten.clone.default, (self.node(tensor),)))
-        node_args, node_kwargs = _map(self.node, args), _map(self.node, kwargs)
+        node = functools.partial(self.node, contiguous=func in MATMULS)
+        node_args, node_kwargs = _map(node, args), _map(node, kwargs)
         out = func(*args, **kwargs)
+        target = func
+        if func in SCALAR_FORMS and isinstance(args[1], (int, float)) and not isinstance(args[1], bool):
+            target = SCALAR_FORMS[func]
         if written or random:
             self.seen.clear()  # values may have changed under the recorded subexpressions
-            node = self.graph.call_function(func, node_args, node_kwargs)
+            node = self.graph.call_function(target, node_args, node_kwargs)
         else:
-            key = (func, _key(node_args), _key(node_kwargs))
+            key = (target, _key(node_args), _key(node_kwargs))
             node = self.seen.get(key)
             if node is None:
-                node = self.seen[key] = self.graph.call_function(func, node_args, node_kwargs)
+                node = self.seen[key] = self.graph.call_function(target, node_args, node_kwargs)
         if isinstance(out, torch.Tensor):
             self.bind(out, node)
         elif isinstance(out, (tuple, list)) and all(isinstance(item, torch.Tensor) for item in out):
@@ -203,6 +228,7 @@ class JitStep:
         self.num_checks = num_checks
         self.failed = False
         self._graphs = {}
+        self._inference_mode = torch.inference_mode()  # reusable: entering it is cheaper than building it
 
     def __call__(self, *args):
         if self.failed:
@@ -212,10 +238,12 @@ class JitStep:
         entry = self._graphs.get(key)
         if entry is None:
             try:
-                entry = self._graphs[key] = [trace(self.fn, args), self.num_checks]
+                entry = self._graphs[key] = [trace(self.fn, args).forward, self.num_checks, first.device.type != "cpu"]
             except Exception as error:  # noqa: BLE001 - any failure to trace means: run the Python step
                 return self._give_up(f"tracing failed ({type(error).__name__}: {error})", args)
-        with torch.inference_mode():  # no autograd bookkeeping at all (the graph holds the backward pass)
+        # no autograd bookkeeping at all (the graph holds the backward pass); on the CPU, TorchScript's plain
+        # interpreter: its optimizing executor has no CPU fuser to offer and costs tens of ms per new graph
+        with self._inference_mode, torch.jit.optimized_execution(entry[2]):
             out = entry[0](*args)
         if entry[1]:
             entry[1] -= 1

@@ -23,6 +23,7 @@ from .hmc import state_from_dict, state_to_dict
 from .model import ModelPotential
 
 CHECKPOINT_VERSION = 1
+POSTFIX_EVERY = 10  # iterations between updates of the progress bar's numbers
 EXTRA_FIELDS = ("diverging", "accept_prob", "step_size", "tree_depth", "num_steps", "energy", "potential_energy")
 
 
@@ -164,34 +165,37 @@ class MCMC:
     def _run_chains(self, group, chains, gens, generators, state, z0, z_draws, extra):
         total = self.num_warmup + self.num_samples
         label = f"chains {chains[0]}-{chains[-1]}" if len(chains) > 1 else f"chain {chains[0]}"
+        rows = slice(chains[0], chains[-1] + 1)  # a group's chains are consecutive
         divergences = torch.zeros(len(chains), dtype=torch.long, device=z0.device)
         depth_sum = torch.zeros(len(chains), dtype=torch.long, device=z0.device)
         with tqdm(total=total, initial=state.iteration, desc=label, disable=not self.progress_bar) as bar:
             while state.iteration < total:
                 i = state.iteration
                 state, stats = self.kernel.sample(state, gens)
-                if i == self.num_warmup:  # the bar's counts restart with the sampling phase
-                    divergences.zero_()
-                    depth_sum.zero_()
-                divergences += stats["diverging"]
-                depth_sum += stats["tree_depth"]
                 kept = i - self.num_warmup
                 if kept >= 0 and kept % self.thinning == 0:
-                    z_draws[chains, kept // self.thinning] = state.z
+                    z_draws[rows, kept // self.thinning] = state.z
                     for name in EXTRA_FIELDS:
                         value = stats[name]
                         if name not in extra:
                             extra[name] = value.new_zeros(self.num_chains, z_draws.shape[1])
-                        extra[name][chains, kept // self.thinning] = value
+                        extra[name][rows, kept // self.thinning] = value
                 if self.progress_bar:
-                    done = i + 1 - (self.num_warmup if i >= self.num_warmup else 0)
-                    bar.set_postfix(
-                        phase="warmup" if i < self.num_warmup else "sample",
-                        step_size=f"{state.adapt.step_size.mean().item():.3g}",
-                        divergences=int(divergences.sum()),
-                        tree_depth=f"{depth_sum.sum().item() / (done * len(chains)):.2f}",
-                        refresh=False,
-                    )
+                    if i == self.num_warmup:  # the bar's counts restart with the sampling phase
+                        divergences.zero_()
+                        depth_sum.zero_()
+                    divergences += stats["diverging"]
+                    depth_sum += stats["tree_depth"]
+                    # the numbers are read out every few iterations (each read waits for the device)
+                    if state.iteration % POSTFIX_EVERY == 0 or state.iteration in (self.num_warmup, total):
+                        done = i + 1 - (self.num_warmup if i >= self.num_warmup else 0)
+                        bar.set_postfix(
+                            phase="warmup" if i < self.num_warmup else "sample",
+                            step_size=f"{state.adapt.step_size.mean().item():.3g}",
+                            divergences=int(divergences.sum()),
+                            tree_depth=f"{depth_sum.sum().item() / (done * len(chains)):.2f}",
+                            refresh=False,
+                        )
                     bar.update(1)
                 if self.checkpoint is not None and state.iteration % self.checkpoint_every == 0:
                     self._save(group, state, generators, z0, z_draws, extra)

@@ -49,8 +49,8 @@ class ModelPotential:
     def __call__(self, z):
         """U(z) for positions (C, D), (C,). One chain runs the model as is: ``ppl.Potential`` vectorizes several
         with ``torch.func.vmap``, whose batching rules cost operations (and memory copies) one chain can spare."""
-        if z.shape[0] == 1:
-            return self.potential(z[0]).unsqueeze(0)
+        if z.shape[0] == 1:  # (squeeze rather than z[0]: its backward is a view, not a copy into zeros)
+            return self.potential(z.squeeze(0)).unsqueeze(0)
         return self.potential(z)
 
     def initial_positions(self, seeds, max_tries=100):

@@ -16,8 +16,11 @@ whether any chain is still building. Subtree checks use checkpoints per tree lev
 the first and last leaf of the latest node at each level) instead of recursion.
 
 Each step is a pure function of tensors, ``_leaf`` (one leapfrog step and its bookkeeping; which tree levels it
-touches comes in as masks, so one function serves every step) and ``_merge`` (a completed subtree joins the
-trajectory), so that under ``jit_compile`` each is traced once into a graph (``jit.py``).
+touches comes in as masks, so one function serves every step, in two variants: the leaves at odd positions of
+their subtree also check the nodes they complete) and ``_merge`` (a completed subtree joins the trajectory), so
+that under ``jit_compile`` each is traced once into a graph (``jit.py``). Operations per step are what a traced
+step costs (a few microseconds each on a CPU): the potential's log-densities are written to be few and the tree
+bookkeeping batches its dot products.
 """
 
 import functools
@@ -37,9 +40,13 @@ def _trailing_zeros(n):
     return (n & -n).bit_length() - 1
 
 
-def _persist(p_sharp_a, p_sharp_b, rho):
-    """Stan's no-U-turn criterion p#_a . rho > 0 and p#_b . rho > 0 (over the last dimension)."""
-    return (torch.linalg.vecdot(p_sharp_a, rho) > 0) & (torch.linalg.vecdot(p_sharp_b, rho) > 0)
+def _persist(p_sharps, rhos, dim):
+    """Stan's no-U-turn criterion p#_a . rho > 0 and p#_b . rho > 0 on several spans at once: ``p_sharps`` holds
+    p#_a and p#_b of each span in turn and ``rhos`` the span's momentum sum for each of them, all of one shape;
+    True where every span passes. They are stacked at ``dim`` (the span axis of the dot products), so that all
+    the dot products are one multiplication and one sum."""
+    dots = torch.linalg.vecdot(torch.stack(p_sharps, dim), torch.stack(rhos, dim))
+    return (dots > 0).all(dim)
 
 
 class NUTS(HMC):
@@ -93,7 +100,8 @@ class NUTS(HMC):
         num_leaves = 2**max_depth - 1
         log_u = uniforms.log()  # tests "u < p" as "log u < log p": the weights are logs
         going_right = uniforms.narrow(1, num_leaves + max_depth, max_depth) > 0.5
-        leaf_step = self._step("leaf", _leaf)
+        # leaves with an even index within their subtree complete no node, so they skip the subtree checks
+        leaf_steps = (self._step("leaf", _leaf), self._step("leaf and checks", _leaf_and_checks))
         merge_step = self._step("merge", _merge)
         masks = _level_masks(max_depth, state.z.device)
 
@@ -128,7 +136,7 @@ class NUTS(HMC):
             leaf = tuple(torch.where(right_col, ends[4 + k], ends[k]) for k in range(3))
             subtree = (torch.full_like(energy0, -math.inf), z0, potential0, grad0, energy0, torch.zeros_like(r))
             for n in range(2**d):
-                leaf, p_sharp, subtree, levels, counts, active, building = leaf_step(
+                leaf, p_sharp, subtree, levels, counts, active, building = leaf_steps[n & 1](
                     inv_mass, energy0, signed_step, log_u.select(1, t), *masks[t], leaf, subtree, levels, counts, active
                 )
                 t += 1
@@ -175,15 +183,21 @@ def _level_masks(max_depth, device):
     return masks
 
 
+def _leaf_and_checks(potential_fn, *args):
+    """``_leaf`` at a leaf that completes nodes of the subtree: with the no-U-turn checks on those nodes."""
+    return _leaf(potential_fn, *args, check=True)
+
+
 def _leaf(potential_fn, inv_mass, energy0, signed_step, log_u, first, begin_mask, not_done_mask, end_mask,
-          leaf, subtree, levels, counts, active):
+          leaf, subtree, levels, counts, active, check=False):
     """One leapfrog step of every chain from the end of its subtree, and the subtree's bookkeeping.
 
     leaf: (z, r, grad) (C, D) at the subtree's end; subtree: (log weight (C,), proposal z (C, D), potential,
     grad, energy, momentum sum (C, D)); levels: the checkpoints (C, L, 3, D) and (C, L, 2, D) (see
     ``NUTS._trajectory``); counts: (sum of acceptance probabilities, steps, depth, diverging), (C,) each;
     active: (C,) bool, the chains still building; log_u: (C,) log uniforms for progressive sampling; the masks
-    come from ``_level_masks``. Returns the updated (leaf, p# (C, D), subtree, levels, counts, active) and
+    come from ``_level_masks``; ``check``: test the nodes this leaf completes (none at an even index in the
+    subtree). Returns the updated (leaf, p# (C, D), subtree, levels, counts, active) and
     whether any chain is still building (0-dim bool).
     """
     z, r, grad = leaf
@@ -191,13 +205,14 @@ def _leaf(potential_fn, inv_mass, energy0, signed_step, log_u, first, begin_mask
     begin, end = levels
     sum_accept, num_steps, depth, diverging = counts
 
-    z, r, potential, grad = leapfrog(potential_fn, z, r, grad, signed_step * active, inv_mass)
+    # (where, not products with the bool mask: those cast it to a new tensor at every step)
+    z, r, potential, grad = leapfrog(potential_fn, z, r, grad, torch.where(active, signed_step, 0.0), inv_mass)
     p_sharp = velocity(inv_mass, r)
     energy = torch.add(potential, torch.linalg.vecdot(p_sharp, r), alpha=0.5)
     # log weight of the leaf, -(H - H0); a NaN energy counts as infinite (Stan)
     log_w = (energy0 - energy).nan_to_num(nan=-math.inf, posinf=math.inf, neginf=-math.inf)
-    sum_accept = sum_accept + log_w.clamp(max=0.0).exp() * active
-    num_steps = num_steps + active
+    sum_accept = sum_accept + torch.where(active, log_w.clamp(max=0.0).exp(), 0.0)
+    num_steps = torch.where(active, num_steps + 1, num_steps)
     # uniform progressive sampling inside the subtree (its first leaf is always taken)
     new_log_weight_sub = torch.logaddexp(log_weight_sub, log_w)
     take = first | (log_u < log_w - new_log_weight_sub)
@@ -212,7 +227,8 @@ def _leaf(potential_fn, inv_mass, energy0, signed_step, log_u, first, begin_mask
     begin = torch.where(begin_mask, torch.stack((p_sharp, rho_before, rho_sub), 1).unsqueeze(1), begin)
     ok = log_w >= -MAX_DELTA_ENERGY
     diverging = diverging | (active > ok)
-    ok = ok & _subtrees_persist(begin, end, p_sharp, rho_sub, not_done_mask)
+    if check:
+        ok = ok & _subtrees_persist(begin, end, p_sharp, rho_sub, not_done_mask)
     end = torch.where(end_mask, torch.stack((p_sharp, rho_before), 1).unsqueeze(1), end)
     active = active & ok
     return (
@@ -249,17 +265,20 @@ def _merge(potential_fn, p_sharp, right, log_u, leaf, subtree, first_leaf, ends,
         torch.where(take, energy_sub, energy_prop),
     )
     log_weight = torch.logaddexp(log_weight, log_weight_sub)
-    depth = depth + active
+    depth = torch.where(active, depth + 1, depth)
 
     p_sharp_far = torch.where(right_col, ps_left, ps_right)
     p_sharp_near = torch.where(right_col, ps_right, ps_left)
     r_near = torch.where(right_col, r_right, r_left)
-    persist = (
-        _persist(p_sharp_far, p_sharp, rho + rho_sub)
-        & _persist(p_sharp_far, first_leaf.select(1, 0), rho + first_leaf.select(1, 2))
-        & _persist(p_sharp_near, p_sharp, rho_sub + r_near)
+    rho_merged = rho + rho_sub
+    rho_init_ext = rho + first_leaf.select(1, 2)
+    rho_final_ext = rho_sub + r_near
+    persist = _persist(
+        (p_sharp_far, p_sharp, p_sharp_far, first_leaf.select(1, 0), p_sharp_near, p_sharp),
+        (rho_merged, rho_merged, rho_init_ext, rho_init_ext, rho_final_ext, rho_final_ext),
+        1,
     )
-    rho = rho + rho_sub
+    rho = rho_merged
     new = (z, r, grad, p_sharp)
     left = (z_left, r_left, g_left, ps_left)
     right_end = (z_right, r_right, g_right, ps_right)
@@ -288,6 +307,9 @@ def _subtrees_persist(begin, end, p_sharp, rho_sub, not_done_mask):
     rho_final_ext = rho_sub - init_end.select(2, 1)
     p_sharp = p_sharp.unsqueeze(1).expand_as(rho_node)
     node_ps = node.select(2, 0)
-    ends = torch.stack((node_ps, p_sharp, node_ps, final.select(2, 0), init_end.select(2, 0), p_sharp), 2)
-    rhos = torch.stack((rho_node, rho_node, rho_init_ext, rho_init_ext, rho_final_ext, rho_final_ext), 2)
-    return ((torch.linalg.vecdot(ends, rhos) > 0).all(-1) | not_done_mask).all(-1)
+    persist = _persist(
+        (node_ps, p_sharp, node_ps, final.select(2, 0), init_end.select(2, 0), p_sharp),
+        (rho_node, rho_node, rho_init_ext, rho_init_ext, rho_final_ext, rho_final_ext),
+        2,
+    )
+    return (persist | not_done_mask).all(-1)

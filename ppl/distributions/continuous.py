@@ -11,6 +11,10 @@ from torch.distributions.utils import broadcast_all
 
 from ppl.distributions.distribution import Distribution, DistributionMixin
 
+_LOG_2 = math.log(2.0)
+_LOG_PI = math.log(math.pi)
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
 __all__ = [
     "Beta",
     "Cauchy",
@@ -56,11 +60,26 @@ class Gamma(torch_dist.Gamma, DistributionMixin):
 
 
 class HalfCauchy(torch_dist.HalfCauchy, DistributionMixin):
-    __doc__ = torch_dist.HalfCauchy.__doc__
+    """torch's ``HalfCauchy`` with its ``log_prob`` in one expression (torch's goes through the base Cauchy's;
+    the same values, in fewer tensor operations, which matters to samplers that call it at every step)."""
+
+    def log_prob(self, value):
+        if self._validate_args:
+            self._validate_sample(value)
+        scale = self.scale
+        log_prob = (_LOG_2 - _LOG_PI - scale.log()) - (value / scale).pow(2).log1p()
+        return torch.where(value >= 0, log_prob, -math.inf)
 
 
 class HalfNormal(torch_dist.HalfNormal, DistributionMixin):
-    __doc__ = torch_dist.HalfNormal.__doc__
+    """torch's ``HalfNormal`` with its ``log_prob`` in one expression (see ``Normal``)."""
+
+    def log_prob(self, value):
+        if self._validate_args:
+            self._validate_sample(value)
+        scale = self.scale
+        log_prob = value.pow(2) * (-0.5 / scale.pow(2)) - (scale.log() + (_HALF_LOG_2PI - _LOG_2))
+        return torch.where(value >= 0, log_prob, -math.inf)
 
 
 class InverseGamma(torch_dist.InverseGamma, DistributionMixin):
@@ -88,7 +107,15 @@ class MultivariateNormal(torch_dist.MultivariateNormal, DistributionMixin):
 
 
 class Normal(torch_dist.Normal, DistributionMixin):
-    __doc__ = torch_dist.Normal.__doc__
+    """torch's ``Normal`` with ``log_prob`` written as (x - loc)^2 * (-1 / (2 scale^2)) - (log scale + log(2 pi) / 2):
+    the same values as torch's, with the factors that depend only on ``scale`` grouped, so that they are
+    constants of a traced sampler step when ``scale`` is (four tensor operations forward instead of six)."""
+
+    def log_prob(self, value):
+        if self._validate_args:
+            self._validate_sample(value)
+        scale = self.scale
+        return (value - self.loc).pow(2) * (-0.5 / scale.pow(2)) - (scale.log() + _HALF_LOG_2PI)
 
 
 class StudentT(torch_dist.StudentT, DistributionMixin):

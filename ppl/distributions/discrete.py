@@ -24,7 +24,15 @@ __all__ = [
 
 
 class Bernoulli(torch_dist.Bernoulli, DistributionMixin):
-    __doc__ = torch_dist.Bernoulli.__doc__
+    """torch's ``Bernoulli`` with ``log_prob`` = value * logits + log sigmoid(-logits): torch's values (its binary
+    cross-entropy with logits), in operations that ``torch.func.vmap`` batches as they are (it decomposes
+    torch's into some thirty, with copies, when a sampler vectorizes chains)."""
+
+    def log_prob(self, value):
+        if self._validate_args:
+            self._validate_sample(value)
+        logits, value = broadcast_all(self.logits, value)
+        return value * logits + torch.nn.functional.logsigmoid(-logits)
 
 
 class Binomial(torch_dist.Binomial, DistributionMixin):

@@ -132,12 +132,13 @@ def test_divergences_on_centred_funnel():
         with ppl.plate("x_plate", dim):
             ppl.sample("x", dist.Normal(0.0, torch.exp(v / 2)))
 
+    # two x's: a short run reaches the neck often (seeds 7-12 give 2-23 divergences; with four x's, 0-8)
     mcmc = MCMC(NUTS(funnel), num_warmup=100, num_samples=100, num_chains=2, seed=7, progress_bar=False)
-    mcmc.run(4)
+    mcmc.run(2)
     diverging = mcmc.get_extra_fields(group_by_chain=True)["diverging"]
     assert diverging.shape == (2, 100) and diverging.dtype == torch.bool
     assert diverging.sum() > 0
-    assert mcmc.get_samples()["x"].shape == (200, 4)
+    assert mcmc.get_samples()["x"].shape == (200, 2)
 
 
 # -- seeds, resume, the traced step ---------------------------------------------------------------------------

@@ -554,9 +554,32 @@ def test_kl_extensions(device):
         (lambda p: dist.OrderedLogistic(p[0], torch.stack([p[1] - 1, p[1]])), [0.4, 0.2], [0.0, 2.0]),
         (lambda p: dist.GaussianRandomWalk(p[0], num_steps=2), [1.3], [[0.4, -0.3]]),
         (lambda p: dist.Delta(torch.zeros(2, dtype=p.dtype), log_density=p[0]), [0.7], [0.0, 0.0]),
+        (lambda p: dist.Normal(p[0], p[1]), [0.3, 1.2], [0.1, -1.9]),
+        (lambda p: dist.HalfNormal(p[0]), [1.2], [0.1, 1.9]),
+        (lambda p: dist.HalfCauchy(p[0]), [1.2], [0.1, 1.9]),
+        (lambda p: dist.Bernoulli(logits=p), [0.3, -2.0], [1.0, 0.0]),
     ],
 )
 def test_new_log_probs_are_differentiable_in_their_parameters(make, params, value):
     params = torch.tensor(params, dtype=torch.float64, requires_grad=True)
     value = torch.tensor(value, dtype=torch.float64)
     assert torch.autograd.gradcheck(lambda p: make(p).log_prob(value), (params,))
+
+
+def test_rewritten_log_probs_equal_torch_s_on_hard_values():
+    """Normal, HalfNormal, HalfCauchy and Bernoulli write log_prob in fewer operations than torch: the same values
+    (and -inf below a half distribution's support), extreme logits included."""
+    x = torch.tensor([-3.0, -1e-300, 0.0, 1e-300, 0.4, 7.0, 1e3], dtype=torch.float64)
+    loc, scale = torch.tensor(0.3, dtype=torch.float64), torch.tensor(1.7, dtype=torch.float64)
+    off = dict(validate_args=False)
+    for ours, theirs in (
+        (dist.Normal(loc, scale, **off), torch.distributions.Normal(loc, scale, **off)),
+        (dist.HalfNormal(scale, **off), torch.distributions.HalfNormal(scale, **off)),
+        (dist.HalfCauchy(scale, **off), torch.distributions.HalfCauchy(scale, **off)),
+    ):
+        torch.testing.assert_close(ours.log_prob(x), theirs.log_prob(x), rtol=1e-14, atol=1e-14)
+    logits = torch.tensor([-800.0, -40.0, -1.0, 0.0, 1.0, 40.0, 800.0], dtype=torch.float64)
+    for value in (0.0, 1.0):
+        y = torch.full_like(logits, value)
+        torch.testing.assert_close(dist.Bernoulli(logits=logits).log_prob(y),
+                                   torch.distributions.Bernoulli(logits=logits).log_prob(y), rtol=1e-14, atol=1e-15)
