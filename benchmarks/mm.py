@@ -9,7 +9,8 @@ Cases (OpenMM's bundled app/data/test.pdb, villin headpiece in TIP3P water):
 Prints ms per energy+forces evaluation (the best of the repeats) and ratios (bio / OpenMM; for the batch,
 throughput bio / OpenMM CPU). Evaluations are timed in the steady state of a simulation: the neighbour list is
 built by a warm-up call and stays valid (as a Verlet list does between rebuilds); a rebuild is timed and
-reported separately, with the first evaluation after it (which also regroups the pairs of NonbondedForce).
+reported separately, with the first evaluation after it (which also lays out the pairs of NonbondedForce in
+rows).
 
     python benchmarks/mm.py [--quick] [--device cpu|cuda] [--dtype float64|float32] [--threads N]
 """

@@ -27,7 +27,7 @@ from ..constants import COULOMB
 from ..errors import UnsupportedForceError
 from ..neighbors import NeighborList, pair_keys
 from .geometry import displacement
-from .pairwise import CHUNK_ELEMENTS, PairCache, pair_energy
+from .pairwise import PairCache, PairRows, pair_energy
 from .pme import ReciprocalSpace, pme_parameters
 from .units import strip
 
@@ -122,8 +122,8 @@ class NonbondedPair:
     Lennard-Jones (Coulomb only). K is the Coulomb kernel of the nonbonded method (1/r; reaction field 1/r +
     k_rf r^2 - c_rf; Ewald erfc(alpha r)/r) and S the Lennard-Jones switching function (switch distance or None).
 
-    `value` is the definition (plain differentiable torch); `energy_and_scale` is the same energy with its radial
-    derivative, written for speed (few passes over the pairs, in place), and checked against `value` by gradcheck.
+    `value` is the definition (plain differentiable torch); `energy_and_force` is the same energy with its radial
+    derivative, written for speed, and checked against `value` by gradcheck.
     """
 
     fast = 1  # derivatives with respect to r are computed in forward
@@ -151,48 +151,48 @@ class NonbondedPair:
         return energy
 
     def value_and_derivatives(self, r, qq, sigma=None, epsilon=None):
-        energy, scale = self.energy_and_scale(r * r, qq, sigma, epsilon)
-        return energy, (scale * r,)
+        energy, force = self.energy_and_force(r * r, qq, sigma, epsilon)
+        return energy, (-force * r,)
 
-    def energy_and_scale(self, r2, qq, sigma=None, epsilon=None):
-        """(energy (..., P) kJ/mol, (dE/dr) / r (..., P) kJ/mol/nm^2) for squared distances r2 (..., P) nm^2."""
+    def energy_and_force(self, r2, qq, sigma=None, epsilon=None):
+        """(energy (..., P) kJ/mol, f = -(dE/dr) / r (..., P) kJ/mol/nm^2: the force on atom j is f (x_j - x_i))
+        for squared distances r2 (..., P) nm^2, in few passes over the pairs (on CPUs a pass costs more than its
+        arithmetic)."""
         inverse2 = r2.reciprocal()
-        r = r2.sqrt()
-        within = None
-        if self.cutoff is not None:  # zero 1/r^2, and with it every term but the reaction field's constant
-            within = (self.cutoff**2 - r2).clamp_(min=0).sign_()  # 1 or 0; comparisons to bool are slower
-            inverse2.mul_(within)
-        lj = d_lj = None
-        if epsilon is not None:
+        if self.cutoff is not None:  # zero 1/r^2 beyond the cutoff, and with it every term but the reaction field's
+            inverse2 = torch.nn.functional.threshold_(inverse2, self.cutoff**-2, 0.0)
+        if self.alpha is not None:  # K = erfc(alpha r) / r; -r dK/dr = K + 2 alpha / sqrt(pi) exp(-alpha^2 r^2)
+            r = r2.sqrt()
+            coulomb = (r * self.alpha).erfc_().mul_(r.mul_(inverse2))
+            gaussian = torch.rsub(r2, math.log(2 * self.alpha / math.sqrt(math.pi)), alpha=self.alpha**2).exp_()
+            energy = coulomb.mul_(qq)
+            force = torch.addcmul(energy, gaussian, qq)  # -r dE/dr
+        elif self.reaction_field is not None:  # K = 1/r + k_rf r^2 - c_rf within the cutoff; -r dK/dr = 1/r - 2 k_rf r^2
+            k_rf, c_rf = self.reaction_field
+            inverse = inverse2.sqrt()
+            energy = torch.addcmul(inverse, r2.mul(k_rf).sub_(c_rf), r2 * inverse2).mul_(qq)
+            force = torch.add(inverse, r2, alpha=-2 * k_rf).mul_(qq)
+        else:  # K = 1/r; -r dK/dr = 1/r
+            inverse = inverse2.sqrt()
+            energy, force = inverse * qq, inverse.mul_(qq)
+        if epsilon is not None:  # LJ = 4 (e12 - e6), -r dLJ/dr = 48 e12 - 24 e6; e6 = eps (s/r)^6, e12 = eps (s/r)^12
             s2 = inverse2 * sigma
             s2.mul_(sigma)
             s6 = s2 * s2
             s6.mul_(s2)
-            s12 = s6 * s6
-            lj = (s12 - s6).mul_(epsilon)  # LJ / 4
-            d_lj = s6.sub_(s12, alpha=2).mul_(epsilon)  # r dLJ/dr / 24
-            if self.switch_distance is not None:
+            e6 = s6 * epsilon
+            e12 = s6.mul_(e6)
+            if self.switch_distance is None:
+                energy.add_(e12, alpha=4).sub_(e6, alpha=4)
+                force.add_(e12, alpha=48).sub_(e6, alpha=24)
+            else:  # E = LJ S: -r dE/dr = -r dLJ/dr S - LJ r dS/dr
+                r = r2.sqrt()
+                lj = torch.sub(e12, e6).mul_(4)
+                d_lj = e12.mul_(48).sub_(e6, alpha=24)
                 switch = switching_function(r, self.switch_distance, self.cutoff)
-                d_lj = d_lj.mul_(switch).addcmul_(lj, r * switching_derivative(r, self.switch_distance, self.cutoff),
-                                                  value=1 / 6)
-                lj = lj.mul_(switch)
-        erfc = (r * self.alpha).erfc_() if self.alpha is not None else None
-        inverse = r.mul_(inverse2)  # 1/r, in place: r is not needed below
-        if erfc is not None:
-            coulomb = erfc.mul_(inverse)
-            d_coulomb = r2.mul(-self.alpha**2).exp_().mul_(-2 * self.alpha / math.sqrt(math.pi)).sub_(coulomb)
-        elif self.reaction_field is not None:
-            k_rf, c_rf = self.reaction_field
-            coulomb = (r2 * k_rf).sub_(c_rf)
-            coulomb = (coulomb if within is None else coulomb.mul_(within)).add_(inverse)
-            d_coulomb = (r2 * (2 * k_rf)).sub_(inverse)
-        else:
-            coulomb, d_coulomb = inverse, -inverse
-        energy, scale = coulomb.mul_(qq), d_coulomb.mul_(qq)  # d_coulomb is r dK/dr
-        if lj is not None:
-            energy.add_(lj, alpha=4)
-            scale.add_(d_lj, alpha=24)
-        return energy, scale.mul_(inverse2)
+                force.addcmul_(d_lj, switch).sub_(lj * r * switching_derivative(r, self.switch_distance, self.cutoff))
+                energy.addcmul_(lj, switch)
+        return energy, force.mul_(inverse2)
 
 
 def combined_parameters(pairs, charge, sigma=None, epsilon=None):
@@ -277,7 +277,7 @@ class NonbondedForce:
             self.excluded = torch.stack([excluded // n, excluded % n]).to(device)
         self.pair = NonbondedPair(self.cutoff, self.switch_distance, reaction_field, self.alpha)
         self._pair_parameters = PairCache()
-        self._split_pairs = PairCache()
+        self._rows = PairCache()
         self.dispersion = None
         if self.periodic and force.getUseDispersionCorrection():
             self.dispersion = tuple(t.to(device) for t in dispersion_classes(values[:, 1], values[:, 2]))
@@ -293,10 +293,8 @@ class NonbondedForce:
     def energy(self, positions, parameters, box=None):
         p = parameters
         box = box if self.periodic else None
-        pairs, shift = self.pairs.images_of(positions, box)
         charge = p["charge"]
-        energy = sum(pair_energy(self.pair, positions, *group)
-                     for group in self._pair_groups(pairs, shift, (charge, p["sigma"], p["epsilon"]), box))
+        energy = self._direct_energy(positions, (charge, p["sigma"], p["epsilon"]), box)
 
         a, b = self.exceptions
         r14 = torch.linalg.vector_norm(displacement(positions, a, b), dim=-1)
@@ -310,19 +308,19 @@ class NonbondedForce:
                                                     self.switch_distance)
         return energy
 
-    def _pair_groups(self, pairs, shift, values, box):
-        """The pairs as groups (i, j, shift, qq[, sigma, epsilon]) for `pair_energy`, from per-particle values
-        (charge, sigma, epsilon). While these need no gradient and the image vectors are fixed (one conformation),
-        the pairs are grouped (`_group_pairs`, cached with the list) by periodic image, so that its vector is added
-        to the positions once rather than to every pair, and by Lennard-Jones: pairs with epsilon_ij = 0 (most
-        pairs in water, those of its hydrogens) skip a third of the arithmetic."""
+    def _direct_energy(self, positions, values, box):
+        """The pair energies within the cutoff, (...,) kJ/mol, from per-particle values (charge, sigma, epsilon).
+        While these need no gradient and the images are fixed (one conformation, or no periodicity), the pairs are
+        laid out in rows (`pairwise.PairRows`, built once per neighbour list) in two sets: pairs with
+        epsilon_ij = 0 (most pairs in water, those of its hydrogens) skip the Lennard-Jones arithmetic."""
+        pairs, shift = self.pairs.images_of(positions, box)
         if shift is not None and shift.dim() > 2 or any(
                 v.requires_grad or torch._C._functorch.is_functorch_wrapped_tensor(v) for v in values):
-            return [(pairs[0], pairs[1], shift,
-                     *self._pair_parameters(pairs, values, lambda: combined_parameters(pairs, *values)))]
+            parameters = self._pair_parameters(pairs, values, lambda: combined_parameters(pairs, *values))
+            return pair_energy(self.pair, positions, pairs[0], pairs[1], shift, *parameters)
         images = None if shift is None else self.pairs.images
-        groups = self._split_pairs(pairs, values, lambda: _group_pairs(pairs, images, *values))
-        return [(i, j, None if image is None else image @ box, *rest) for i, j, image, *rest in groups]
+        layouts = self._rows(pairs, values, lambda: _pair_rows(pairs, images, *values))
+        return sum(rows.energy(self.pair, positions, box) for rows in layouts)
 
     def _ewald_corrections(self, positions, charge, box):
         """Reciprocal-space energy minus the self and excluded-pair terms it includes, and the neutralizing
@@ -337,40 +335,19 @@ class NonbondedForce:
         return self.reciprocal.energy(positions, charge, box) - self_energy - excluded - background
 
 
-def _group_pairs(pairs, images, charge, sigma, epsilon):
-    """Pairs (2, P) grouped by Lennard-Jones and by periodic image, with their `combined_parameters`.
-
-    images: None, or (P, 3) box vectors from atom i to the image of atom j; charge, sigma, epsilon (N,) per
-    particle. Returns [(i, j, image, qq, sigma_ij, epsilon_ij) for pairs with epsilon_ij != 0, (i, j, image, qq)
-    for the others], where image is None, the one image (3,) of a group's pairs (images shared by at least
-    CHUNK_ELEMENTS pairs of a kind: most pairs), or the images (P_g, 3) of the remaining pairs of that kind.
-    Built once per neighbour list: one sort of small integer keys, then gathers per group.
-    """
-    i, j = pairs
+def _pair_rows(pairs, images, charge, sigma, epsilon):
+    """The pairs (2, P) with their `combined_parameters` as `PairRows`: those with epsilon_ij != 0 (C q_i q_j,
+    sigma_ij, epsilon_ij), then the others (C q_i q_j). images: None or (P, 3) box vectors from atom i to the image
+    of atom j; charge, sigma, epsilon (N,) per particle."""
     no_lj = epsilon == 0
-    key, codes = (no_lj.index_select(0, i) | no_lj.index_select(0, j)).long(), 1  # Lennard-Jones pairs first
-    if images is not None:
-        low, span = images.min(), int(images.max() - images.min()) + 1  # images are whole numbers
-        weights = images.new_tensor([span * span, span, 1])
-        code = ((images - low) @ weights).round().long()  # the image as one integer in [0, codes)
-        codes = span**3
-        key = key * codes + code
-        common = torch.bincount(key, minlength=2 * codes) >= CHUNK_ELEMENTS
-        key = torch.where(common.index_select(0, key), key, 2 * codes + key // codes)  # the rest: 2 more groups
-    dtype = torch.int16 if 2 * codes + 2 < 2**15 else torch.long  # sorting small integers is much faster
-    order = torch.argsort(key.to(dtype), stable=True)
-    counts = torch.bincount(key)
-    keys = counts.nonzero().squeeze(1)
-    groups, start = [], 0
-    for k, count in zip(keys.tolist(), counts.index_select(0, keys).tolist()):
-        at = order[start:start + count]
-        start += count
-        mixed = k >= 2 * codes
-        group = (i.index_select(0, at), j.index_select(0, at))
-        image = None if images is None else images.index_select(0, at) if mixed else images[at[0]]
-        lennard_jones = (sigma, epsilon) if (k == 2 * codes if mixed else k < codes) else ()
-        groups.append((*group, image, *combined_parameters(group, charge, *lennard_jones)))
-    return groups
+    coulomb_only = no_lj.index_select(0, pairs[0]) | no_lj.index_select(0, pairs[1])
+    layouts = []
+    for subset, lennard_jones in ((~coulomb_only, (sigma, epsilon)), (coulomb_only, ())):
+        subset = subset.nonzero().squeeze(1)
+        part = pairs.index_select(1, subset)
+        layouts.append(PairRows(*part, None if images is None else images.index_select(0, subset), charge.shape[0],
+                                combined_parameters(part, charge, *lennard_jones)))
+    return layouts
 
 
 def _method_name(method):

@@ -7,11 +7,12 @@ input instead of autograd's graph of a few dozen operations over every pair. Gra
 force-field parameters, and higher derivatives (Hessians, force matching), are recomputed through autograd from
 the same value function, so they need no hand-written derivatives.
 
+`PairRows` lays out the pairs of a neighbour list in rows (the partners of each atom, periodic images as ghost
+atoms) for the nonbonded energy and forces in one pass, with few gathers and scatters.
+
 `PairCache` keeps per-pair parameter products (q_i q_j, sigma_ij, ...) between calls while the pair list and
 the parameters are unchanged and need no gradient.
 """
-
-import math
 
 import torch
 
@@ -115,57 +116,162 @@ class PairDistance(torch.autograd.Function):
 def pair_energy(pair, positions, i, j, shift, *parameters):
     """sum_p pair.value(r_p, *parameters_p), (...,) kJ/mol, over the pairs (i, j) (P,) of positions (..., N, 3)
     nm with periodic image vectors shift None, (..., P, 3) or (3,) nm (as `PairDistance`); parameters (P,) broadcast
-    per pair; `pair` as for `PairFunction`, with `pair.fast == 1` (derivatives with respect to r), and
-    `pair.energy_and_scale(r2, *parameters) -> (energies, (dE/dr) / r)` from squared distances.
+    per pair; `pair` as for `PairFunction`. Differentiable in everything, to any order (see `PairRows` for the
+    fast path of energies and forces)."""
+    return PairFunction.apply(pair, PairDistance.apply(positions, i, j, shift), *parameters).sum(-1)
 
-    When only positions need gradients, energy and forces are accumulated piece by piece (`_FusedPairEnergy`)
-    without per-pair arrays, whose first writes alone cost more than the arithmetic; otherwise (parameter or box
-    gradients, torch.func transforms) it is `PairFunction` of `PairDistance`.
+
+class PairRows:
+    """Pairs (i, j) and their parameters laid out for the energy and forces of one set of periodic images, in
+    rows: the partners j of each atom i, so that the positions of atom i are read once per row and its force is a
+    sum along the row, and only the atoms j are gathered and scattered (the gathers and scatters of the pairs cost
+    more than their arithmetic). Rows sorted by length are cut into pieces of at most `CHUNK_ELEMENTS` (rows,
+    width) entries (on GPUs larger ones), padded with a dummy atom far from everything and zero parameters,
+    which contribute nothing (the pair function must vanish with its parameters).
+
+    A pair's periodic image of atom j is a ghost atom at x_j + image @ box (one per atom and image in use), so no
+    pair needs an image vector. Built once per neighbour list (it sorts the pairs).
+
+    i, j (P,) atom indices; images None or (P, 3) box vectors from atom i to the image of atom j; n_atoms;
+    parameters: per-pair tensors (P,).
     """
-    general = (torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in (shift, *parameters))
-               or any(torch._C._functorch.is_functorch_wrapped_tensor(x) for x in (positions, *parameters)))
-    if general:
-        return PairFunction.apply(pair, PairDistance.apply(positions, i, j, shift), *parameters).sum(-1)
-    return _FusedPairEnergy.apply(pair, positions, i, j, shift, *parameters)
+
+    def __init__(self, i, j, images, n_atoms, parameters):
+        device = i.device
+        self.n_atoms = n_atoms
+        # Half the pairs go to the row of atom j (by the parity of i + j), so that all rows have about the same
+        # length (half the neighbours of their atom) instead of lengths spread by the atoms' indices.
+        swap = (i + j) % 2 == 1
+        i, j = torch.where(swap, j, i), torch.where(swap, i, j)
+        self.ghost_atoms, self.ghost_images = torch.zeros(0, dtype=torch.long, device=device), None
+        if images is not None and images.any():
+            moved = (images != 0).any(1).nonzero().squeeze(1)
+            whole = images.index_select(0, moved).long()  # whole numbers of box vectors
+            whole = torch.where(swap.index_select(0, moved)[:, None], -whole, whole)
+            low, span = whole.min(), int(whole.max() - whole.min()) + 1
+            code = (whole - low) @ torch.tensor([span * span, span, 1], device=device)  # one integer per image
+            keys, ghost = torch.unique(j.index_select(0, moved) * span**3 + code, return_inverse=True)
+            self.ghost_atoms, code = keys // span**3, keys % span**3
+            self.ghost_images = (torch.stack([code // (span * span), code // span % span, code % span], 1)
+                                 + low).to(images.dtype)
+            j = j.index_copy(0, moved, n_atoms + ghost)
+        self.dummy = n_atoms + self.ghost_atoms.numel()  # the last extended atom, far from everything
+        small = torch.int16 if n_atoms < 2**15 else torch.int32 if n_atoms < 2**31 else torch.long
+        order = torch.argsort(i.to(small), stable=True)  # by row (sorting small integers is much faster)
+        counts = torch.bincount(i, minlength=n_atoms)
+        start = torch.cumsum(counts, 0) - counts
+        rows = torch.argsort(counts, descending=True, stable=True)
+        lengths = [n for n in counts[rows].tolist() if n]
+        rows = rows[:len(lengths)]
+        # Pieces: consecutive rows, padded to the first (longest) one, within the element budget, and cut where
+        # padding would exceed a quarter of a piece.
+        budget = CHUNK_ELEMENTS if device.type == "cpu" else 1 << 22
+        pieces, widths, first = [], [], 0
+        while first < len(lengths):
+            width, last, filled = lengths[first], first + 1, lengths[first]
+            while (last < len(lengths) and (last - first + 1) * width <= budget
+                   and filled + lengths[last] >= 0.75 * (last - first + 1) * width):
+                filled += lengths[last]
+                last += 1
+            pieces.append((first, last, width))
+            widths += [width] * (last - first)
+            first = last
+        widths = torch.tensor(widths, dtype=torch.long, device=device)
+        entry_row = torch.repeat_interleave(torch.arange(len(widths), device=device), widths)
+        column = torch.arange(entry_row.numel(), device=device) - (torch.cumsum(widths, 0) - widths).index_select(
+            0, entry_row)
+        valid = column < counts.index_select(0, rows).index_select(0, entry_row)
+        source = order.index_select(0, torch.where(valid, start.index_select(0, rows).index_select(0, entry_row)
+                                                   + column, 0))  # the pair of each entry
+        # The entries as pairs (entries,) of extended atoms (see `extended`), padding included, row after row.
+        self.i, self.j = rows.index_select(0, entry_row), torch.where(valid, j.index_select(0, source), self.dummy)
+        self.parameters = [torch.where(valid, p.index_select(0, source), 0) for p in parameters]
+        self.row_atoms = rows  # (R,) the atom of each row (each atom has at most one)
+        self.pieces, offset = [], 0  # per piece: first row, rows, atoms j (rows * width,), parameters (rows, width)
+        for first, last, width in pieces:
+            entries = slice(offset, offset + (last - first) * width)
+            self.pieces.append((first, last - first, self.j[entries],
+                                [p[entries].view(last - first, width) for p in self.parameters]))
+            offset = entries.stop
+
+    def extended(self, positions, box=None):
+        """Positions (..., N + G + 1, 3) nm of the atoms, their G ghosts and the dummy atom (differentiable)."""
+        x = positions
+        parts = [x]
+        if self.ghost_images is not None:
+            parts.append(x.index_select(-2, self.ghost_atoms) + self.ghost_images @ box)
+        parts.append(x.detach().amax(-2, keepdim=True) + 10.0)  # beyond any cutoff from every atom
+        return torch.cat(parts, dim=-2)
+
+    def energy(self, pair, positions, box=None):
+        """sum over the pairs of pair.value(r, *parameters), (...,) kJ/mol, for positions (..., N, 3) nm and the
+        box (3, 3) nm when there are images; `pair` as for `pair_energy`, with `pair.energy_and_force(r2,
+        *parameters) -> (energies, -(dE/dr) / r)` from squared distances. Forces are computed with the energy when
+        only positions need gradients; otherwise (parameter or box gradients, gradient graphs, torch.func) the
+        energy is `pair_energy` of the same pairs, differentiable in everything."""
+        general = (torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in (box, *self.parameters))
+                   or torch._C._functorch.is_functorch_wrapped_tensor(positions))
+        if general:
+            return pair_energy(pair, self.extended(positions, box), self.i, self.j, None, *self.parameters)
+        return _RowsEnergy.apply(pair, self, positions, box)
 
 
-class _FusedPairEnergy(torch.autograd.Function):
-    """`pair_energy` with forces computed in forward, piece by piece; differentiable in positions only (a
-    gradient graph is recomputed through `PairFunction` and `PairDistance`)."""
+class _RowsEnergy(torch.autograd.Function):
+    """`PairRows.energy` with forces computed in forward, piece by piece; differentiable in positions only (a
+    gradient graph is recomputed through `pair_energy`)."""
 
     @staticmethod
-    def forward(ctx, pair, positions, i, j, shift, *parameters):
-        batch, count = positions.shape[:-2], i.shape[0]
-        flat = [p.expand(count) for p in parameters]
-        energy = positions.new_zeros(math.prod(batch))
-        forces = ctx.needs_input_grad[1]
-        to_j = positions.new_zeros(energy.shape[0], 3, positions.shape[-2]) if forces else None
-        to_i = torch.zeros_like(to_j) if forces else None
-        for b, part, d in _displacements(positions, i, j, shift):
-            r2 = d[0] * d[0]
-            r2 = r2.addcmul_(d[1], d[1]).addcmul_(d[2], d[2])
-            value, scale = pair.energy_and_scale(r2, *(p[part] for p in flat))
-            energy[b] += value.sum(-1)
-            if forces:
-                jp, ip = j[part], i[part]
-                for k in range(3):
-                    _scatter_pair(to_j[b, k], to_i[b, k], jp, ip, d[k].mul_(scale))
-        ctx.pair = pair
-        gradient = to_j.sub_(to_i) if forces else None
-        ctx.save_for_backward(positions, i, j, shift, gradient, *parameters)
-        return energy.reshape(batch)
+    def forward(ctx, pair, rows, positions, box):
+        batch = positions.shape[:-2]
+        x = rows.extended(positions.detach(), None if box is None else box.detach())
+        x = x.reshape(-1, *x.shape[-2:]).transpose(-1, -2).contiguous()  # (B, 3, N + G + 1)
+        forces = ctx.needs_input_grad[2]
+        to_j = torch.zeros_like(x) if forces else None  # forces on the atoms j
+        on_rows = x.new_empty(*x.shape[:-1], rows.row_atoms.numel()) if forces else None  # and on the rows' atoms i
+        energies = []
+        conformations = range(x.shape[0]) if x.device.type == "cpu" else [slice(None)]
+        for b in conformations:
+            parts = [x.new_zeros(x[b, 0, 0].shape)]  # (...,): nothing, when there are no pairs
+            xs = x[b].unbind(-2)  # (..., N + G + 1) each
+            x_rows = x[b].index_select(-1, rows.row_atoms).unsqueeze(-1).unbind(-3)  # (..., R, 1) each
+            to_js, on_rows_ks = (to_j[b].unbind(-2), on_rows[b].unbind(-2)) if forces else (None, None)
+            for first, count, j, parameters in rows.pieces:
+                shape = (*xs[0].shape[:-1], *parameters[0].shape)
+                d = [x_k.index_select(-1, j).view(shape).sub_(x_i.narrow(-2, first, count))
+                     for x_k, x_i in zip(xs, x_rows)]
+                r2 = d[0] * d[0]
+                r2 = r2.addcmul_(d[1], d[1]).addcmul_(d[2], d[2])
+                value, force = pair.energy_and_force(r2, *parameters)
+                parts.append(value.sum((-2, -1)))
+                if forces:
+                    j = j.expand(*shape[:-2], -1)
+                    for w, to_j_k, on_rows_k in zip(d, to_js, on_rows_ks):
+                        w = w.mul_(force)  # force on atom j, minus that on atom i
+                        to_j_k.scatter_add_(-1, j, w.view(*shape[:-2], -1))
+                        torch.sum(w, -1, out=on_rows_k.narrow(-1, first, count))
+            energies.append(torch.stack(parts).sum(0))
+        energy = torch.stack(energies).reshape(batch)
+        ctx.pair, ctx.rows = pair, rows
+        gradient = None
+        if forces:  # (B, N, 3): each atom's, plus those of its ghosts
+            extended = to_j.neg_().index_add_(-1, rows.row_atoms, on_rows)
+            n, ghosts = rows.n_atoms, rows.ghost_atoms
+            gradient = extended[..., :n].scatter_add_(-1, ghosts.expand(*extended.shape[:-1], -1),
+                                                       extended[..., n:rows.dummy]).transpose(-1, -2)
+        ctx.save_for_backward(positions, box, gradient)
+        return energy
 
     @staticmethod
     def backward(ctx, grad):
-        positions, i, j, shift, gradient, *parameters = ctx.saved_tensors
+        positions, box, gradient = ctx.saved_tensors
         if torch.is_grad_enabled():  # a graph of the gradient is wanted: recompute through autograd
             with torch.enable_grad():
-                energy = PairFunction.apply(ctx.pair, PairDistance.apply(positions, i, j, shift), *parameters)
-                (grad_positions,) = torch.autograd.grad(energy.sum(-1), positions, grad, create_graph=True)
+                rows = ctx.rows
+                energy = pair_energy(ctx.pair, rows.extended(positions, box), rows.i, rows.j, None, *rows.parameters)
+                (grad_positions,) = torch.autograd.grad(energy, positions, grad, create_graph=True)
         else:
-            gradient = gradient.transpose(-1, -2).reshape(positions.shape)
-            grad_positions = grad.reshape(*grad.shape, 1, 1) * gradient
-        return (None, grad_positions, None, None, None, *[None] * len(parameters))
+            grad_positions = grad.reshape(*grad.shape, 1, 1) * gradient.reshape(positions.shape)
+        return None, None, grad_positions, None
 
 
 def _scatter_pair(to_j, to_i, j, i, w):
@@ -250,4 +356,4 @@ class PairCache:
                         for p, c in zip(parameters, self._parameters)))
 
 
-__all__ = ["PairFunction", "PairDistance", "pair_energy", "PairCache", "CHUNK_ELEMENTS"]
+__all__ = ["PairFunction", "PairDistance", "pair_energy", "PairRows", "PairCache", "CHUNK_ELEMENTS"]

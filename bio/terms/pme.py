@@ -15,6 +15,8 @@ import math
 
 import torch
 
+from .pairwise import PairCache
+
 PME_ORDER = 5
 
 
@@ -88,6 +90,7 @@ class ReciprocalSpace:
         if nz % 2 == 0:
             self.multiplicity[-1] = 1.0
         self.stencil = torch.arange(PME_ORDER, device=device)  # grid points each atom spreads to, from its cell on
+        self._influence = PairCache()  # `influence` of the last box
 
     def energy(self, positions, charges, box):
         """E_rec (...,) kJ/mol for positions (..., N, 3) nm, charges (N,) e, box (3, 3) or (..., 3, 3) nm."""
@@ -143,7 +146,7 @@ class ReciprocalSpace:
         tyz = ty[:, None] * tz
         mesh = theta.new_zeros(count * math.prod(self.grid))
         for plane, q in zip(index, qx):
-            mesh = mesh.scatter_add(0, plane.reshape(-1), (tyz * q).reshape(-1))
+            mesh.scatter_add_(0, plane.reshape(-1), (tyz * q).reshape(-1))
         return mesh.reshape(count, *self.grid)
 
     def energy_of(self, structure, influence):
@@ -179,7 +182,7 @@ class _ReciprocalEnergy(torch.autograd.Function):
     def forward(ctx, space, positions, charges, box):
         index, theta, (scale, slopes) = space.splines(positions, box, derivatives=True)
         structure = torch.fft.rfftn(space.spread(index, charges, theta), dim=(-3, -2, -1))
-        influence = space.influence(box)
+        influence = space._influence(space.moduli, (box,), lambda: space.influence(box))
         energy = space.energy_of(structure, influence).reshape(positions.shape[:-2])
         ctx.space = space
         if not any(ctx.needs_input_grad[1:3]):

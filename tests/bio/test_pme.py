@@ -12,7 +12,7 @@ import torch
 
 import bio
 from bio.constants import COULOMB
-from bio.terms import nonbonded
+from bio.terms import pairwise
 from bio.terms.nonbonded import NonbondedPair
 from bio.terms.pairwise import PairFunction
 from bio.terms.pme import ReciprocalSpace, bspline_weights, pme_parameters
@@ -51,19 +51,19 @@ def test_pme_water_box_matches_openmm(water_box, device):
     assert_matches_openmm(ours, wrapped, box * 1.03)
 
 
-def test_pme_pair_groups_by_image_match_openmm(monkeypatch, water_box):
-    """Pairs grouped by periodic image (here every image shared by 64 pairs of a kind gets its own group, as most
-    pairs do in large systems) and by Lennard-Jones give OpenMM's energies and forces."""
-    monkeypatch.setattr(nonbonded, "CHUNK_ELEMENTS", 64)
+def test_pme_pair_rows_match_openmm(monkeypatch, water_box):
+    """Pairs laid out in rows (pieces of at most 256 entries here), periodic images as ghost atoms, with and
+    without Lennard-Jones, give OpenMM's energies and forces."""
+    monkeypatch.setattr(pairwise, "CHUNK_ELEMENTS", 256)
     topology, positions = water_box
     system, _ = _pme_system(topology)
     ours = bio.System.from_openmm(system, topology, positions)
     assert_matches_openmm(ours)
     term = ours.terms["NonbondedForce"]
-    groups = term._pair_groups(*term.pairs.images_of(ours.positions, ours.box_vectors), (
-        term.parameters["charge"], term.parameters["sigma"], term.parameters["epsilon"]), ours.box_vectors)
-    # groups with one image vector and the rest with one per pair; with and without Lennard-Jones parameters
-    assert {group[2].dim() for group in groups} == {1, 2} and {len(group) for group in groups} == {4, 6}
+    pairs = term.pairs(ours.positions, ours.box_vectors)
+    layouts = term._rows._values
+    assert term._rows._pairs is pairs and [len(rows.parameters) for rows in layouts] == [3, 1]
+    assert all(len(rows.pieces) > 1 and rows.ghost_atoms.numel() > 0 for rows in layouts)
 
 
 def test_pme_with_switching_net_charge_and_explicit_parameters(water_box):

@@ -14,7 +14,7 @@ from bio.terms import geometry
 from bio.terms import pairwise
 from bio.terms.gbsa import AmberCustomGBForce, BornIntegral, GBPair, gb_energy
 from bio.terms.nonbonded import NonbondedPair
-from bio.terms.pairwise import PairCache, PairDistance, PairFunction, pair_energy
+from bio.terms.pairwise import PairCache, PairDistance, PairFunction, PairRows
 from bio.terms.units import strip
 from bio_reference import ALANINE_DIPEPTIDE, assert_matches_openmm, openmm_reference
 
@@ -306,42 +306,53 @@ def test_pair_cache_follows_parameter_changes():
     assert abs(before.item() - sum(reference.values())) < 1e-4 and abs(after.item() - before.item()) > 1e-2
 
 
-@pytest.mark.parametrize("periodic", [False, True, "one image"])
-def test_fused_pair_energy_equals_distance_then_pair_function_and_passes_gradcheck(monkeypatch, periodic):
-    """pair_energy's fused path (positions only need grad) equals PairFunction of PairDistance, in pieces and as
-    whole arrays (the GPU path), with image vectors per pair or one for all pairs, and its first and second
-    derivatives pass gradcheck."""
+_PAIRS = {"ewald-switch": dict(cutoff=0.9, switch_distance=0.7, alpha=3.0), "ewald": dict(cutoff=0.9, alpha=3.0),
+          "reaction-field": dict(cutoff=0.9, reaction_field=(0.3, 1.2)), "no-cutoff": {}}
+
+
+@pytest.mark.parametrize("lennard_jones", [True, False], ids=["lj", "coulomb"])
+@pytest.mark.parametrize("kind", list(_PAIRS))
+@pytest.mark.parametrize("periodic", [False, True])
+def test_pair_rows_energy_and_forces_equal_autograd_of_the_pair_value(monkeypatch, periodic, kind, lennard_jones):
+    """PairRows (rows of partners, ghost atoms for periodic images, padded pieces) gives the energy of
+    NonbondedPair.value over the pairs and, with its forces computed in forward (energy_and_force), autograd's
+    gradient of it; in pieces of a few entries and in one piece (as on GPUs), batched, and to second order."""
     generator = torch.Generator().manual_seed(4)
     corners = torch.cartesian_prod(*[torch.tensor([0.0, 0.6], dtype=torch.float64)] * 3)[:7]  # 0.6-1.04 nm apart
-    positions = (corners + 0.1 * _random(generator, 2, 7, 3)).detach().requires_grad_(True)
+    positions = corners + 0.1 * _random(generator, 2, 7, 3)  # some pairs beyond the cutoff
     i, j = torch.triu_indices(7, 7, 1)
-    shift = None
+    box, images = None, None
     if periodic:
+        box = (1.4 * torch.eye(3, dtype=torch.float64) + 0.1 * torch.rand(3, 3, generator=generator,
+                                                                           dtype=torch.float64).tril(-1))
         images = torch.randint(-1, 2, (i.numel(), 3), generator=generator).to(torch.float64)
-        shift = images @ (1.4 * torch.eye(3, dtype=torch.float64))
-        if periodic == "one image":
-            shift = shift[0]
+        positions = positions[:1]  # images are per list, for one conformation
     qq, sigma, epsilon = (_random(generator, i.numel(), low=low, high=high).detach()
                           for low, high in ((-50.0, 50.0), (0.2, 0.35), (0.1, 1.0)))
-    pair = NonbondedPair(cutoff=1.2, switch_distance=1.0, alpha=3.0)
+    parameters = (qq, sigma, epsilon) if lennard_jones else (qq,)
+    pair = NonbondedPair(**_PAIRS[kind])
 
-    def fused(positions):
-        return pair_energy(pair, positions, i, j, shift, qq, sigma, epsilon)
-
-    def general(positions):
-        return PairFunction.apply(pair, PairDistance.apply(positions, i, j, shift), qq, sigma, epsilon).sum(-1)
+    def expected(positions, box):
+        d = positions[..., j, :] - positions[..., i, :]
+        r = torch.linalg.vector_norm(d if box is None else d + images @ box, dim=-1)
+        return pair.value(r, *parameters).sum(-1)
 
     x = positions.detach().requires_grad_(True)
-    expected = general(x)
-    (expected_gradient,) = torch.autograd.grad(expected.sum(), x)
-    whole = lambda batch, count, device: [(slice(None), slice(None))]  # as on GPUs: all conformations at once
-    for chunk, pieces in ((pairwise.CHUNK_ELEMENTS, pairwise._pieces), (5, pairwise._pieces), (5, whole)):
+    reference = expected(x, box)
+    (reference_gradient,) = torch.autograd.grad(reference.sum(), x)
+    for chunk in (5, 1 << 15):
         monkeypatch.setattr(pairwise, "CHUNK_ELEMENTS", chunk)
-        monkeypatch.setattr(pairwise, "_pieces", pieces)
-        energy = fused(x)
-        assert type(energy.grad_fn).__name__ == "_FusedPairEnergyBackward"
+        rows = PairRows(i, j, images, 7, parameters)
+        assert (len(rows.pieces) > 1) == (chunk == 5) and (rows.ghost_images is not None) == periodic
+        energy = rows.energy(pair, x, box)
+        assert type(energy.grad_fn).__name__ == "_RowsEnergyBackward"
         (gradient,) = torch.autograd.grad(energy.sum(), x)
-        torch.testing.assert_close(energy, expected, rtol=1e-13, atol=1e-10)
-        torch.testing.assert_close(gradient, expected_gradient, rtol=1e-12, atol=1e-10)
-    assert torch.autograd.gradcheck(fused, (positions,))
-    assert torch.autograd.gradgradcheck(fused, (positions,))
+        torch.testing.assert_close(energy, reference, rtol=1e-13, atol=1e-10)
+        torch.testing.assert_close(gradient, reference_gradient, rtol=1e-12, atol=1e-10)
+    assert torch.autograd.gradcheck(lambda x: rows.energy(pair, x, box), (x,))
+    assert torch.autograd.gradgradcheck(lambda x: rows.energy(pair, x, box), (x,))
+    if periodic:  # box gradients (the virial) through the ghosts' image vectors
+        box = box.clone().requires_grad_(True)
+        (box_gradient,) = torch.autograd.grad(rows.energy(pair, x, box).sum(), box)
+        (reference_box_gradient,) = torch.autograd.grad(expected(x, box).sum(), box)
+        torch.testing.assert_close(box_gradient, reference_box_gradient, rtol=1e-12, atol=1e-10)
