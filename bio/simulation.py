@@ -165,7 +165,8 @@ class Simulation:
 
     def load_checkpoint(self, path):
         """Restore a `save_checkpoint` file (loaded with weights_only=True); continuing then reproduces the
-        uninterrupted run bit for bit on the same device."""
+        uninterrupted run bit for bit on the same device (on CUDA, under ``torch.use_deterministic_algorithms(True)``:
+        otherwise CUDA's scatter-adds of forces sum in a varying order, which changes the last bits)."""
         try:
             data = torch.load(path, map_location=self.system.device, weights_only=True)
         except Exception as error:  # torch raises pickle/zip/OS errors of many kinds

@@ -149,7 +149,8 @@ class PairRows:
             whole = images.index_select(0, moved).long()  # whole numbers of box vectors
             whole = torch.where(swap.index_select(0, moved)[:, None], -whole, whole)
             low, span = whole.min(), int(whole.max() - whole.min()) + 1
-            code = (whole - low) @ torch.tensor([span * span, span, 1], device=device)  # one integer per image
+            # one integer per image (an elementwise sum: CUDA has no integer matmul)
+            code = ((whole - low) * torch.tensor([span * span, span, 1], device=device)).sum(-1)
             keys, ghost = torch.unique(j.index_select(0, moved) * span**3 + code, return_inverse=True)
             self.ghost_atoms, code = keys // span**3, keys % span**3
             self.ghost_images = (torch.stack([code // (span * span), code // span % span, code % span], 1)

@@ -375,25 +375,32 @@ def test_reporters_need_a_replica_for_batches(tmp_path, dipeptide, dipeptide_sys
 
 
 def test_checkpoint_resume_is_bit_for_bit(tmp_path, dipeptide, dipeptide_systems, device):
-    system = _system(dipeptide_systems["hbonds"], dipeptide, device)
+    # CUDA's scatter-adds of forces are reproducible only in deterministic mode (warn_only: cuBLAS would
+    # otherwise demand CUBLAS_WORKSPACE_CONFIG); the CPU is deterministic as it is
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(deterministic or device.type == "cuda", warn_only=True)
+    try:
+        system = _system(dipeptide_systems["hbonds"], dipeptide, device)
 
-    def fresh(seed):
-        return bio.Simulation(system, bio.LangevinMiddleIntegrator(300, 1.0, 0.002), seed=seed)
+        def fresh(seed):
+            return bio.Simulation(system, bio.LangevinMiddleIntegrator(300, 1.0, 0.002), seed=seed)
 
-    uninterrupted = fresh(11)
-    uninterrupted.set_velocities_to_temperature(300)
-    uninterrupted.step(20)
-    first = fresh(11)
-    first.set_velocities_to_temperature(300)
-    first.step(10)
-    first.save_checkpoint(tmp_path / "run.pt")
-    resumed = fresh(99)
-    resumed.load_checkpoint(tmp_path / "run.pt")
-    assert resumed.current_step == 10
-    resumed.step(10)
-    assert torch.equal(resumed.positions, uninterrupted.positions)
-    assert torch.equal(resumed.velocities, uninterrupted.velocities)
-    assert resumed.current_step == 20 and resumed.time == uninterrupted.time
+        uninterrupted = fresh(11)
+        uninterrupted.set_velocities_to_temperature(300)
+        uninterrupted.step(20)
+        first = fresh(11)
+        first.set_velocities_to_temperature(300)
+        first.step(10)
+        first.save_checkpoint(tmp_path / "run.pt")
+        resumed = fresh(99)
+        resumed.load_checkpoint(tmp_path / "run.pt")
+        assert resumed.current_step == 10
+        resumed.step(10)
+        assert torch.equal(resumed.positions, uninterrupted.positions)
+        assert torch.equal(resumed.velocities, uninterrupted.velocities)
+        assert resumed.current_step == 20 and resumed.time == uninterrupted.time
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
 
 
 def test_bad_input_raises_clear_errors(tmp_path, dipeptide, dipeptide_systems):
