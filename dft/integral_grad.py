@@ -32,6 +32,10 @@ from torch.autograd.function import once_differentiable
 
 from .errors import DFTError
 
+# Largest set of one kind of ERI derivative integrals (all atoms) kept for reuse, bytes (water/def2-SVP's 9-component
+# second derivatives take 24 MB; larger sets are recomputed for each use, one atom at a time).
+ERI_CACHE_BYTES = 2**27
+
 
 class _Value(torch.autograd.Function):
     """M(R): forward returns the precomputed value, backward contracts the derivative integrals."""
@@ -312,6 +316,7 @@ class ERIDerivatives:
         self.nao = pyscf_mol.nao
         self.natm = pyscf_mol.natm
         self.owner = _owner(pyscf_mol, value.device)
+        self._cache = {}
         if packed:
             i, j = torch.tril_indices(self.nao, self.nao, device=value.device)
             self.pairs = i * self.nao + j
@@ -331,6 +336,17 @@ class ERIDerivatives:
         return m.reshape(n2, n2)[self.pairs[:, None], self.pairs[None, :]]
 
     def _by_atom(self, name, comp):
+        """Iterator over (atom, p0, p1, the derivative integrals ``name`` of the atom's functions p0:p1). Kept
+        when they take at most ``ERI_CACHE_BYTES``: a Hessian asks for the same ones once per coordinate."""
+        if name in self._cache:
+            return iter(self._cache[name])
+        per_atom = self._per_atom(name, comp)
+        if self.nao ** 4 * comp * 8 > ERI_CACHE_BYTES:
+            return per_atom
+        self._cache[name] = list(per_atom)
+        return iter(self._cache[name])
+
+    def _per_atom(self, name, comp):
         nbas = self.mol.nbas
         for atom, (s0, s1, p0, p1) in enumerate(self.mol.aoslice_by_atom()):
             ints = self.mol.intor(name, comp=comp, shls_slice=(s0, s1, 0, nbas, 0, nbas, 0, nbas))

@@ -157,6 +157,11 @@ class _Functional:
     def __call__(self, rho, sigma=None, spin=0):
         return torch.func.functional_call(self.module, self.tensors, (rho, sigma), {"spin": spin})
 
+    def parameters(self):
+        """The tensors the functional computes with that may require grad: the substituted ones and the
+        module's own parameters not substituted."""
+        return [*self.tensors.values(), *(t for name, t in self.module.named_parameters() if name not in self.tensors)]
+
 
 class _Blocks:
     """Grid blocks given as a list of (weights, ao) tensors (the interface of ``dft.grids.Grid``)."""

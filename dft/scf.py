@@ -139,19 +139,49 @@ def eval_rho(ao, dm, gga=False):
     return (rho, 2 * values[..., 1:, :]) if gga else (rho, None)
 
 
+def _eval_rho_transpose(ao, rho_bar, grad_bar=None):
+    """The transpose of :func:`eval_rho` as a linear map of ``dm``: d/dD sum_g (rho_bar_g rho_g + grad_bar_g .
+    grad rho_g) for cotangents rho_bar (..., Nb) and grad_bar (..., 3, Nb) (None for LDA); (..., nao, nao)."""
+    weighted = rho_bar.unsqueeze(-1) * ao[0]  # (..., Nb, nao); accumulated in place: twice einsum's speed
+    for x in range(3 if grad_bar is not None else 0):
+        weighted.addcmul_(grad_bar[..., x, :, None], ao[x + 1], value=2)
+    return ao[0].mT @ weighted
+
+
+def _sigma(grad):
+    """Contracted density gradients: (3, Nb) -> sigma (Nb,) restricted; (2, 3, Nb) per spin -> (3, Nb) =
+    (sigma_aa, sigma_ab, sigma_bb)."""
+    if grad.ndim == 2:
+        return (grad * grad).sum(0)
+    return torch.stack([(grad[0] * grad[0]).sum(0), (grad[0] * grad[1]).sum(0), (grad[1] * grad[1]).sum(0)])
+
+
+def _sigma_jvp(grad, grad1):
+    """The change of :func:`_sigma` at ``grad`` along ``grad1``."""
+    if grad.ndim == 2:
+        return 2 * (grad * grad1).sum(0)
+    return torch.stack([2 * (grad[0] * grad1[0]).sum(0), (grad[0] * grad1[1] + grad1[0] * grad[1]).sum(0),
+                        2 * (grad[1] * grad1[1]).sum(0)])
+
+
+def _sigma_vjp(grad, sigma_bar):
+    """sum_k sigma_bar_k d sigma_k / d grad at ``grad``, shaped like ``grad``."""
+    if grad.ndim == 2:
+        return 2 * sigma_bar * grad
+    aa, ab, bb = sigma_bar.unsqueeze(-2)
+    return torch.stack([2 * aa * grad[0] + ab * grad[1], ab * grad[0] + 2 * bb * grad[1]])
+
+
+def _energy_density(xc, rho, sigma):
+    """e (Nb,) [Hartree bohr^-3] from rho (Nb,) restricted or (2, Nb) per spin and sigma from :func:`_sigma`
+    (None for LDA)."""
+    return xc(rho, sigma, spin=rho.ndim - 1)
+
+
 def _xc_block(xc, weights, ao, dm):
     """E_xc (Hartree) of one grid block."""
-    gga = xc.family != "lda"
-    rho, grad = eval_rho(ao, dm, gga)
-    if dm.ndim == 2:
-        sigma = (grad * grad).sum(0) if gga else None
-        e = xc(rho, sigma, spin=0)
-    else:
-        sigma = None
-        if gga:
-            sigma = torch.stack([(grad[0] * grad[0]).sum(0), (grad[0] * grad[1]).sum(0), (grad[1] * grad[1]).sum(0)])
-        e = xc(rho, sigma, spin=1)
-    return (weights * e).sum()
+    rho, grad = eval_rho(ao, dm, xc.family != "lda")
+    return (weights * _energy_density(xc, rho, None if grad is None else _sigma(grad))).sum()
 
 
 def xc_energy(xc, grid, dm):
@@ -164,28 +194,138 @@ def get_vxc(xc, grid, dm):
 
     With grad mode on and ``dm``, a parameter of ``xc`` or the grid's AO values or weights (``mol.coords``
     requiring grad) requiring grad, the result is itself differentiable (double backward); otherwise it is a
-    plain value.
+    plain value. When ``dm`` is the only one of these requiring grad, V_xc is an :class:`_XCPotential`, whose
+    first derivative applies the XC kernel, computed once (the adjoint of ``dft.response`` applies it many
+    times).
 
     Returns:
         ``(exc, vxc)``: scalar Hartree, and (..., nao, nao) like ``dm``, Hartree.
     """
-    parameters = xc.parameters() if isinstance(xc, torch.nn.Module) else ()
+    parameters = list(xc.parameters()) if hasattr(xc, "parameters") else []
+    blocks = grid.blocks()
+    if torch.is_grad_enabled() and dm.requires_grad and not any(p.requires_grad for p in parameters):
+        blocks = list(blocks)
+        if not any(t.requires_grad for block in blocks for t in block):
+            exc, vxc, _ = _XCPotential.apply(dm, xc, blocks)
+            return exc, _symmetrized(vxc)
+    exc, vxc = _vxc(xc, blocks, dm, differentiable=torch.is_grad_enabled() and (
+        dm.requires_grad or any(p.requires_grad for p in parameters)))
+    return exc, _symmetrized(vxc)
+
+
+def _symmetrized(vxc):
+    # The GGA term 2 grad(phi_i) phi_j D_ij is not symmetric in (i, j) per element; the potential is.
+    return (vxc + vxc.transpose(-1, -2)) / 2
+
+
+def _vxc(xc, blocks, dm, differentiable):
+    """E_xc and the unsymmetrized dE_xc/dD summed over ``blocks`` ((weights, ao) pairs), by autograd; with
+    ``differentiable``, or grad mode on and a block requiring grad, both carry a graph."""
     grad_mode = torch.is_grad_enabled()
-    differentiable = grad_mode and (dm.requires_grad or any(p.requires_grad for p in parameters))
     exc = dm.new_zeros(())
     vxc = torch.zeros_like(dm)
     d = dm if dm.requires_grad else dm.detach().requires_grad_()
     # The blocks are drawn in the caller's grad mode: in a no-grad SCF cycle they carry no coordinate graph.
-    for weights, ao in grid.blocks():
+    for weights, ao in blocks:
         graph = differentiable or (grad_mode and (ao.requires_grad or weights.requires_grad))
         with torch.enable_grad():
             e = _xc_block(xc, weights, ao, d)
             (v,) = torch.autograd.grad(e, d, create_graph=graph)
         exc = exc + (e if graph else e.detach())
         vxc = vxc + v
-    # The GGA term 2 grad(phi_i) phi_j D_ij is not symmetric in (i, j) per element; the potential is.
-    vxc = (vxc + vxc.transpose(-1, -2)) / 2
     return exc, vxc
+
+
+class _XCPotential(torch.autograd.Function):
+    """D -> (E_xc, unsymmetrized dE_xc/dD, the blocks' :class:`_Kernel`s) over fixed grid ``blocks``, for a
+    functional without trainable inputs.
+
+    A first-order backward applies the Hessian of E_xc: with v = (rho, sigma) per point (from u = (rho, grad
+    rho), linear in D by :func:`eval_rho`), d2E/dD2 = L^T (dv/du^T w d2e/dv2 dv/du + w de/dsigma d2sigma/du2) L.
+    The per-point second derivatives are computed once, at the first backward, from the graph of the first
+    derivatives that the forward built anyway, and kept: each backward then costs two AO products instead of
+    differentiating the functional twice. A double backward (create_graph) goes through the functional by
+    autograd.
+    """
+
+    @staticmethod
+    def forward(dm, xc, blocks):
+        kernels = [_Kernel(xc, weights, ao, dm) for weights, ao in blocks]
+        return sum(k.energy for k in kernels), sum(k.potential() for k in kernels), kernels
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        dm, ctx.xc, ctx.blocks = inputs
+        ctx.save_for_backward(dm, output[1])
+        ctx.kernels = output[2]
+
+    @staticmethod
+    def backward(ctx, g_exc, g_vxc, _):
+        dm, vxc = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            # torch.func, not autograd.grad: this backward may itself run inside a torch.func transform.
+            def potential_and_energy(d):
+                return torch.func.grad_and_value(lambda d: sum(_xc_block(ctx.xc, w, ao, d) for w, ao in ctx.blocks))(d)
+
+            _, vjp = torch.func.vjp(potential_and_energy, dm)
+            return vjp((g_vxc, g_exc))[0], None, None
+        return g_exc * vxc + sum(kernel.apply(g_vxc) for kernel in ctx.kernels), None, None
+
+
+class _Kernel:
+    """One block's E_xc at a density matrix, with its first derivatives and (computed on first use, from their
+    graph) its second derivatives in the variables v = (rho per spin, sigma components) of the functional."""
+
+    def __init__(self, xc, weights, ao, dm):
+        self.ao = ao
+        rho, self.grad = eval_rho(ao, dm.detach(), xc.family != "lda")
+        with torch.enable_grad():
+            rho = rho.requires_grad_()
+            sigma = None if self.grad is None else _sigma(self.grad).requires_grad_()
+            self._variables = [v for v in (rho, sigma) if v is not None]
+            e = (weights * _energy_density(xc, rho, sigma)).sum()
+            self._firsts = torch.autograd.grad(e, self._variables, create_graph=True, materialize_grads=True)
+        self.energy = e.detach()
+        self.e_rho = self._firsts[0].detach()  # w de/drho, like rho
+        self.e_sigma = None if sigma is None else self._firsts[1].detach()  # w de/dsigma, like sigma
+        self._hessian = None
+
+    def potential(self):
+        """dE/dD of the block (unsymmetrized), (..., nao, nao)."""
+        grad_bar = None if self.grad is None else _sigma_vjp(self.grad, self.e_sigma)
+        return _eval_rho_transpose(self.ao, self.e_rho, grad_bar)
+
+    def hessian(self):
+        """w d2e/dv_i dv_j, (m, m, Nb); the graph of the first derivatives is released once it is built."""
+        if self._hessian is None:
+            nb = self.e_rho.shape[-1]
+            m = sum(v.numel() for v in self._variables) // nb
+            # e is local: the gradient of sum_g de/dv_i is the row d2e/dv_i dv_j point by point.
+            with torch.enable_grad():
+                rows = [torch.cat([h.reshape(-1, nb) for h in torch.autograd.grad(
+                            row.sum(), self._variables, retain_graph=True, allow_unused=True, materialize_grads=True)])
+                        if row.requires_grad else self.e_rho.new_zeros(m, nb)
+                        for row in torch.cat([f.reshape(-1, nb) for f in self._firsts])]
+            self._hessian = torch.stack(rows).detach()
+            self._variables = self._firsts = None
+        return self._hessian
+
+    def apply(self, dm1):
+        """d2E/dD2 of the block applied to ``dm1`` (..., nao, nao), by the chain rule through v(rho, grad rho)
+        and :func:`eval_rho`: two AO products."""
+        hessian = self.hessian()
+        rho1, grad1 = eval_rho(self.ao, dm1, self.grad is not None)
+        nb = rho1.shape[-1]
+        v1 = rho1.reshape(-1, nb)
+        if self.grad is not None:
+            v1 = torch.cat([v1, _sigma_jvp(self.grad, grad1).reshape(-1, nb)])
+        v_bar = torch.einsum("ijg,jg->ig", hessian, v1)
+        nrho = rho1.numel() // nb
+        rho_bar = v_bar[:nrho].view_as(rho1)
+        if self.grad is None:
+            return _eval_rho_transpose(self.ao, rho_bar)
+        grad_bar = _sigma_vjp(self.grad, v_bar[nrho:].view_as(self.e_sigma)) + _sigma_vjp(grad1, self.e_sigma)
+        return _eval_rho_transpose(self.ao, rho_bar, grad_bar)
 
 
 class Veff(NamedTuple):

@@ -36,7 +36,9 @@ def fixed_point(
 
     The forward iterations run without autograd, so memory does not depend on their number. Backward solves
     the adjoint equation u = g + (df/dx)^T u at x* with vector-Jacobian products of f only (each one f
-    backward; f itself is evaluated once per backward), warm-started at u = g, then returns (df/dparams)^T u.
+    backward), warm-started at u = g, then returns (df/dparams)^T u. f itself is evaluated twice: once with the
+    params held constant for the products with (df/dx)^T, once more for (df/dparams)^T u; a backward repeated
+    over the same graph (``retain_graph=True``, e.g. Hessian rows) reuses both evaluations.
     Double backward works: there the adjoint is itself a ``fixed_point`` (each of its iterations re-evaluates
     f, so it costs about twice as much).
 
@@ -98,28 +100,55 @@ class _FixedPoint(torch.autograd.Function):
         f, options, _, *params = inputs
         ctx.f, ctx.options = f, options
         ctx.save_for_backward(output, *params)
+        ctx.vjps = None
 
     @staticmethod
     def backward(ctx, grad):
         x, *params = ctx.saved_tensors
-        o, needs = ctx.options, ctx.needs_input_grad[3:]
+        o, needs, f = ctx.options, ctx.needs_input_grad[3:], ctx.f
 
         def f_active(x, *active):  # f of x and of the params that need a gradient; the others stay constant
             given = iter(active)
-            return ctx.f(x, *(next(given) if need else p for p, need in zip(params, needs)))
+            return f(x, *(next(given) if need else p for p, need in zip(params, needs)))
 
         active = [p for p, need in zip(params, needs) if need]
-        _, vjp = torch.func.vjp(f_active, x, *active)
+        if not active:  # only x0 asked for a gradient: x* does not depend on it
+            return (None,) * (3 + len(params))
         tol = o.adjoint_tol * float(grad.detach().abs().max())
         if torch.is_grad_enabled():  # create_graph: the adjoint solution must itself be differentiable
+            _, vjp = torch.func.vjp(f_active, x, *active)
             u = fixed_point(functools.partial(_adjoint_map, f_active), grad, grad, x, *active, solver=o.adjoint,
                             tol=tol, max_iter=o.adjoint_max_iter, adjoint=o.adjoint, adjoint_tol=o.adjoint_tol,
                             adjoint_max_iter=o.adjoint_max_iter)
-        else:
-            u = _solve(lambda u: grad + vjp(u)[0], grad, o.adjoint, tol, o.adjoint_max_iter,
-                       "fixed_point adjoint (backward)")
-        grads = iter(vjp(u)[1:])
+            grads = iter(vjp(u)[1:])
+            return (None, None, None, *(next(grads) if need else None for need in needs))
+        # The adjoint iterates with df/dx of f at constant params, which f may evaluate more cheaply than with
+        # params requiring grad; the params' cotangents follow once from u. Both vector-Jacobian products are
+        # kept: a backward repeated over the same graph (rows of a Hessian) evaluates f no more.
+        if ctx.vjps is None:
+            constants = [p.detach() for p in params]
+            ctx.vjps = (_vjp(lambda x: f(x, *constants), x), _vjp(functools.partial(f_active, x.detach()), *active))
+        vjp_x, vjp_params = ctx.vjps
+        u = _solve(lambda u: grad + vjp_x(u)[0], grad, o.adjoint, tol, o.adjoint_max_iter,
+                   "fixed_point adjoint (backward)")
+        grads = iter(vjp_params(u))
         return (None, None, None, *(next(grads) if need else None for need in needs))
+
+
+def _vjp(f, *primals):
+    """``v -> (df/dprimals)^T v`` at ``primals``, by autograd on one evaluation of f, reusable. Plain autograd,
+    not ``torch.func.vjp``: f may then differentiate its own intermediates (torch.func forbids requires_grad_
+    inside a transform)."""
+    with torch.enable_grad():
+        leaves = [p.detach().requires_grad_() for p in primals]
+        out = f(*leaves)
+
+    def vjp(v):
+        if not out.requires_grad:  # f does not depend on the primals
+            return [torch.zeros_like(p) for p in leaves]
+        return torch.autograd.grad(out, leaves, v, retain_graph=True, allow_unused=True, materialize_grads=True)
+
+    return vjp
 
 
 def _adjoint_map(f, u, g, x, *params):
@@ -235,7 +264,8 @@ def _krylov_operator(fmap, base, r_base):
 
 
 def _gmres(fmap, x, tol, max_iter, restart=20):
-    """Restarted GMRES (Saad & Schultz 1986, Givens rotations) on (1 - J) dx = f(x) - x."""
+    """Restarted GMRES (Saad & Schultz 1986, Givens rotations) on (1 - J) dx = f(x) - x; converged on its own
+    residual estimate (the returned residual is then that 2-norm, a 0-dim tensor)."""
     fx, r = fmap(x)
     while fmap.n < max_iter and _max_abs(r) > tol:
         matvec = _krylov_operator(fmap, x, r)
@@ -271,6 +301,8 @@ def _gmres(fmap, x, tol, max_iter, restart=20):
         for i in reversed(range(k)):
             y[i] = (g[i] - sum(h[i][m] * y[m] for m in range(i + 1, k))) / h[i][i]
         x = x + sum(yi * b for yi, b in zip(y, basis))
+        if abs(g[k]) <= tol:  # |g_k| is |f(x) - x|_2 >= its max norm, exactly for f affine: no check evaluation
+            return x, x.new_tensor(abs(g[k]))
         fx, r = fmap(x)
     return x, r
 

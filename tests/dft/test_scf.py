@@ -250,6 +250,45 @@ def test_vxc_by_autograd_matches_pyscf(xc, device):
     np.testing.assert_allclose(vxc.cpu().numpy(), vxc_ref, atol=1e-10)
 
 
+@pytest.mark.parametrize("xc", ["lda,vwn", "pbe"])
+@pytest.mark.parametrize("spin", [0, 1])
+def test_vxc_response_matches_pyscf_fxc(xc, spin, device):
+    """The first derivative of V_xc (the XC kernel applied once, kept for repeated backward) against PySCF's
+    nr_rks_fxc / nr_uks_fxc; the second backward (through autograd of the functional) by finite differences."""
+    mol = our_mol("H2O", "6-31g", device)
+    functional = get_functional(xc)
+    grid = Grid(mol, level=1, deriv=1 if functional.family == "gga" else 0)
+    ref_grid = pyscf_dft.gen_grid.Grids(mol.pyscf)
+    ref_grid.level = 1
+    ref_grid.build()
+    ni = pyscf_dft.numint.NumInt()
+    dm0 = pyscf_hf.init_guess_by_minao(mol.pyscf)
+    rng = np.random.default_rng(0)
+    dm1 = rng.normal(size=dm0.shape) * 0.1
+    dm1 = dm1 + dm1.T
+    if spin:
+        dm0, dm1 = np.stack([dm0 * 0.6, dm0 * 0.4]), np.stack([dm1, 0.5 * dm1 @ dm1])
+        ref = ni.nr_uks_fxc(mol.pyscf, ref_grid, xc, dm0, dm1, hermi=1)
+    else:
+        ref = ni.nr_rks_fxc(mol.pyscf, ref_grid, xc, dm0, dm1, hermi=1)
+    dm = torch.as_tensor(dm0, device=device).requires_grad_()
+    _, vxc = scf.get_vxc(functional, grid, dm)
+    cotangent = torch.as_tensor(dm1, device=device)
+    for _ in range(2):  # the second backward reuses the kernel of the first
+        (response,) = torch.autograd.grad(vxc, dm, cotangent, retain_graph=True)
+        np.testing.assert_allclose(((response + response.mT) / 2).cpu().numpy(), ref, atol=1e-9)
+    if device == "cpu" and not spin:
+        small = our_mol("H2", "6-31g", device)
+        small_grid = Grid(small, level=0, deriv=1 if functional.family == "gga" else 0)
+        d = torch.as_tensor(pyscf_hf.init_guess_by_minao(small.pyscf), device=device).requires_grad_()
+
+        def potential(d):
+            return scf.get_vxc(functional, small_grid, (d + d.mT) / 2)[1]
+
+        assert torch.autograd.gradcheck(potential, (d,))
+        assert torch.autograd.gradgradcheck(potential, (d,))
+
+
 def test_energy_is_differentiable_in_the_density_matrix(device):
     """The functional core is torch: dE/dD from autograd equals the Fock matrix at the converged density."""
     mf = dft.RKS(our_mol("H2O", "6-31g", device), xc="b3lyp", grid_level=0)
