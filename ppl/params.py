@@ -11,7 +11,7 @@ import torch
 
 from ppl import constraints
 from ppl.errors import ModelError, PPLError
-from ppl.transforms import biject_to
+from ppl.transforms import biject_to, is_identity
 
 __all__ = ["ParamStore", "clear_param_store", "get_param_store"]
 
@@ -57,6 +57,12 @@ class ParamStore:
     def __init__(self):
         self._unconstrained = {}
         self._constraints = {}
+        self._transforms = {}  # name -> biject_to(its constraint), None for the identity (built once)
+
+    def _set_constraint(self, name, constraint):
+        transform = biject_to(constraint)
+        self._constraints[name] = constraint
+        self._transforms[name] = None if is_identity(transform) else transform
 
     def get_param(self, name, init_value=None, constraint=constraints.real):
         """The constrained value of ``name``, created from ``init_value`` (a tensor in the support of
@@ -85,11 +91,13 @@ class ParamStore:
             if not (unconstrained is init_value and init_value.is_leaf and init_value.requires_grad):
                 unconstrained = unconstrained.detach().clone().requires_grad_(True)
             self._unconstrained[name] = unconstrained
-            self._constraints[name] = constraint
+            self._set_constraint(name, constraint)
         return self[name]
 
     def __getitem__(self, name):
-        return biject_to(self._constraints[name])(self._unconstrained[name])
+        transform = self._transforms[name]
+        unconstrained = self._unconstrained[name]
+        return unconstrained if transform is None else transform(unconstrained)
 
     def __contains__(self, name):
         return name in self._unconstrained
@@ -100,6 +108,7 @@ class ParamStore:
     def __delitem__(self, name):
         del self._unconstrained[name]
         del self._constraints[name]
+        del self._transforms[name]
 
     def keys(self):
         return self._unconstrained.keys()
@@ -122,6 +131,7 @@ class ParamStore:
     def clear(self):
         self._unconstrained.clear()
         self._constraints.clear()
+        self._transforms.clear()
 
     def get_state(self):
         """The store as plain data (Pyro's name): ``{"params": {name: unconstrained tensor (detached)},
@@ -136,7 +146,7 @@ class ParamStore:
         copies, so the store never aliases ``state``."""
         for name, value in state["params"].items():
             self._unconstrained[name] = value.detach().clone().requires_grad_(True)
-            self._constraints[name] = _constraint_from_spec(state["constraints"][name])
+            self._set_constraint(name, _constraint_from_spec(state["constraints"][name]))
 
     def save(self, path):
         """Write :meth:`get_state` to ``path`` with ``torch.save``."""

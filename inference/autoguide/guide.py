@@ -69,7 +69,7 @@ class _ReparamNormal(Normal):
         if draw is None or draw[0] is not value:
             return super().log_prob(value)
         eps = draw[1]
-        return -0.5 * eps * eps - self.scale.log() - 0.5 * math.log(2 * math.pi)
+        return (-0.5 * eps * eps - 0.5 * math.log(2 * math.pi)) - self.scale.log()  # constants first: one op in the graph
 
 
 class AutoGuide:
@@ -127,6 +127,8 @@ class AutoGuide:
         }
 
     def _site_plates(self, plates, site):
+        if not site.frames:
+            return contextlib.nullcontext()
         stack = contextlib.ExitStack()
         for frame in site.frames:
             stack.enter_context(plates[frame.name])

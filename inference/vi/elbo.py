@@ -57,12 +57,12 @@ def _is_auxiliary(site):
 
 def _log_weight(model_lp, guide_lp, particle_dim):
     """log p(x, z) - log q(z) per particle: the sum of the model's and minus the guide's site log-densities."""
-    total = 0.0
+    total = None
     for value in model_lp.values():
-        total = total + _reduce(value, particle_dim)
+        total = _reduce(value, particle_dim) if total is None else total + _reduce(value, particle_dim)
     for value in guide_lp.values():
-        total = total - _reduce(value, particle_dim)
-    return total
+        total = -_reduce(value, particle_dim) if total is None else total - _reduce(value, particle_dim)
+    return 0.0 if total is None else total
 
 
 def _reduce(value, particle_dim):
@@ -118,8 +118,10 @@ class ELBO:
         return max(max_plate_nesting(model_trace), max_plate_nesting(guide_trace))
 
     def _get_trace(self, model, guide, args, kwargs):
-        guide_trace = trace(guide).get_trace(*args, **kwargs)
-        model_trace = trace(replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+        with trace() as guide_trace:
+            guide(*args, **kwargs)
+        with trace() as model_trace, replay(trace=guide_trace):
+            model(*args, **kwargs)
         if not self._checked:
             _check_model_guide(model_trace, guide_trace)
         return model_trace, guide_trace

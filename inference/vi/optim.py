@@ -55,6 +55,7 @@ class PyroOptim:
         self._tensors = {}  # name -> its tensor in the optimizer
         self._groups = {}  # name -> its param group
         self._pending = None  # a loaded state_dict, applied to parameters as they appear
+        self._step = None  # the optimizer's step function (see _step_function)
 
     def __call__(self, params):
         """One step for ``params`` (a list of ``(name, leaf tensor)``) that have gradients; clears them."""
@@ -68,7 +69,7 @@ class PyroOptim:
         if "clip_value" in self.clip_args:
             torch.nn.utils.clip_grad_value_(grads, self.clip_args["clip_value"])
         if grads:
-            self.optimizer.step()
+            self._step()
         for tensor in grads:
             tensor.grad = None
 
@@ -90,6 +91,7 @@ class PyroOptim:
                 if self.optimizer is None:
                     self.optimizer = self.optim_constructor([{"params": [tensor], **args}])
                     self._on_first_group()
+                    self._step = self._step_function()
                 else:
                     self.optimizer.add_param_group({"params": [tensor], **args})
                     self._on_new_group(self.optimizer.param_groups[-1])
@@ -98,6 +100,11 @@ class PyroOptim:
         self._tensors[name] = tensor
         if self._pending is not None:
             self._restore(name, tensor)
+
+    def _step_function(self):
+        """What a step calls: diffsci's Adams skip the hooks and profiler record that torch wraps around every
+        optimizer's ``step``, which cost as much as the update itself on small parameters."""
+        return self.optimizer._step_without_hooks if isinstance(self.optimizer, _Adam) else self.optimizer.step
 
     def _on_first_group(self):
         """Hook for subclasses holding objects built on the torch optimizer (schedulers)."""
@@ -166,6 +173,9 @@ class LRScheduler(PyroOptim):
             self.scheduler.load_state_dict(self._pending_scheduler)
             self._pending_scheduler = None
 
+    def _step_function(self):
+        return self.optimizer.step  # the scheduler counts the optimizer's steps through torch's hook
+
     def _on_new_group(self, group):
         group.setdefault("initial_lr", group["lr"])
         if len(self.scheduler.base_lrs) < len(self.optimizer.param_groups):  # else restored with its state
@@ -210,29 +220,33 @@ class _Adam(torch.optim.Optimizer):
         torch._foreach_add_(denominators, group["eps"])
         return [-group["lr"] / (1 - beta1**step) for step in steps]
 
-    @torch.no_grad()
     def step(self, closure=None):
-        for group in self.param_groups:
-            params = [tensor for tensor in group["params"] if tensor.grad is not None]
-            if not params:
-                continue
-            grads = self._clip(group, [tensor.grad for tensor in params])
-            if group["weight_decay"] != 0:
-                grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
-            beta1, beta2 = group["betas"]
-            states = [self.state[tensor] for tensor in params]
-            for tensor, state in zip(params, states):
-                if not state:
-                    state.update(step=0, exp_avg=torch.zeros_like(tensor), exp_avg_sq=torch.zeros_like(tensor))
-                state["step"] += 1
-            exp_avgs = [state["exp_avg"] for state in states]
-            exp_avg_sqs = [state["exp_avg_sq"] for state in states]
-            torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
-            torch._foreach_mul_(exp_avg_sqs, beta2)
-            torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
-            denominators = torch._foreach_sqrt(exp_avg_sqs)
-            step_sizes = self._direction_scales(group, denominators, [state["step"] for state in states])
-            torch._foreach_addcdiv_(params, exp_avgs, denominators, step_sizes)
+        self._step_without_hooks()
+
+    def _step_without_hooks(self):
+        """The update (what :class:`PyroOptim` calls, see ``_step_function``)."""
+        with torch.no_grad():
+            for group in self.param_groups:
+                params = [tensor for tensor in group["params"] if tensor.grad is not None]
+                if not params:
+                    continue
+                grads = self._clip(group, [tensor.grad for tensor in params])
+                if group["weight_decay"] != 0:
+                    grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
+                beta1, beta2 = group["betas"]
+                states = [self.state[tensor] for tensor in params]
+                for tensor, state in zip(params, states):
+                    if not state:
+                        state.update(step=0, exp_avg=torch.zeros_like(tensor), exp_avg_sq=torch.zeros_like(tensor))
+                    state["step"] += 1
+                exp_avgs = [state["exp_avg"] for state in states]
+                exp_avg_sqs = [state["exp_avg_sq"] for state in states]
+                torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+                torch._foreach_mul_(exp_avg_sqs, beta2)
+                torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
+                denominators = torch._foreach_sqrt(exp_avg_sqs)
+                step_sizes = self._direction_scales(group, denominators, [state["step"] for state in states])
+                torch._foreach_addcdiv_(params, exp_avgs, denominators, step_sizes)
 
     def _clip(self, group, grads):
         return grads

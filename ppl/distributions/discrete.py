@@ -26,12 +26,23 @@ __all__ = [
 class Bernoulli(torch_dist.Bernoulli, DistributionMixin):
     """torch's ``Bernoulli`` with ``log_prob`` = value * logits + log sigmoid(-logits): torch's values (its binary
     cross-entropy with logits), in operations that ``torch.func.vmap`` batches as they are (it decomposes
-    torch's into some thirty, with copies, when a sampler vectorizes chains)."""
+    torch's into some thirty, with copies, when a sampler vectorizes chains). Built from a ``logits`` tensor
+    in a fraction of torch's time (models build one at every step)."""
+
+    def __init__(self, probs=None, logits=None, validate_args=None):
+        if probs is not None or not isinstance(logits, torch.Tensor):
+            super().__init__(probs, logits, validate_args)
+            return
+        self.logits = self._param = logits
+        torch_dist.Distribution.__init__(self, logits.shape, validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None):
+        return super().expand(batch_shape, type(self).__new__(type(self)) if _instance is None else _instance)
 
     def log_prob(self, value):
         if self._validate_args:
             self._validate_sample(value)
-        logits, value = broadcast_all(self.logits, value)
+        logits = self.logits
         return value * logits + torch.nn.functional.logsigmoid(-logits)
 
 

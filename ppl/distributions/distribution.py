@@ -46,6 +46,11 @@ class Distribution(torch_dist.Distribution, DistributionMixin):
 class Independent(torch_dist.Independent, DistributionMixin):
     __doc__ = torch_dist.Independent.__doc__
 
+    def log_prob(self, value):
+        # one sum over the event dims (torch reshapes, then sums: two operations, forward and backward)
+        log_prob = self.base_dist.log_prob(value)
+        return log_prob.sum(tuple(range(-self.reinterpreted_batch_ndims, 0)))
+
 
 class MixtureSameFamily(torch_dist.MixtureSameFamily, DistributionMixin):
     """torch's ``MixtureSameFamily``, with the batch shapes of the mixture weights and the components broadcast

@@ -3,6 +3,7 @@ Rao-Blackwellization, the importance-weighted bound against the exact evidence, 
 optimizers against torch's and Pyro's, checkpoint/resume, and errors."""
 
 import math
+import warnings
 
 import numpy as np
 import pyro
@@ -424,3 +425,17 @@ def test_compiled_elbo_refuses_dynamic_programs(device):
     svi.step(x, y)  # the first step is eager
     with pytest.raises(InferenceError, match="static programs"):
         svi.step(x, y)
+
+
+def test_a_scheduler_sees_every_step_of_diffsci_s_adam():
+    """PyroOptim calls diffsci's Adam without torch's step hooks, except under a scheduler, which counts the
+    optimizer's steps through them (else torch warns that the scheduler stepped first)."""
+    a = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    optim = ExponentialLR({"optimizer": _Adam, "optim_args": {"lr": 0.1}, "gamma": 0.5})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(2):
+            a.grad = torch.ones_like(a)
+            optim([("a", a)])
+            optim.step()
+    assert optim.optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * 0.5**2)

@@ -583,3 +583,29 @@ def test_rewritten_log_probs_equal_torch_s_on_hard_values():
         y = torch.full_like(logits, value)
         torch.testing.assert_close(dist.Bernoulli(logits=logits).log_prob(y),
                                    torch.distributions.Bernoulli(logits=logits).log_prob(y), rtol=1e-14, atol=1e-15)
+
+
+def test_quick_constructors_equal_torch_s(device):
+    """Normal from tensors of one shape (or a tensor and a number) and Bernoulli from a logits tensor skip torch's
+    broadcast_all: the same shapes, parameters, log-densities, expansions and validation as torch's."""
+    loc = torch.linspace(-1.0, 1.0, 3, dtype=torch.float64, device=device)
+    scale = torch.linspace(0.5, 2.0, 3, dtype=torch.float64, device=device)
+    value = torch.linspace(-2.0, 2.0, 6, dtype=torch.float64, device=device).reshape(2, 3)
+    for args in ((loc, scale), (loc, 1.5), (loc[:1], scale), (0.0, scale)):
+        ours, theirs = dist.Normal(*args), torch.distributions.Normal(*args)
+        assert ours.batch_shape == theirs.batch_shape and ours.scale.dtype == theirs.scale.dtype
+        torch.testing.assert_close(ours.log_prob(value), theirs.log_prob(value), rtol=1e-14, atol=1e-14)
+        expanded = ours.expand((4, 3))
+        assert type(expanded) is dist.Normal and expanded.batch_shape == (4, 3)
+        torch.testing.assert_close(expanded.scale, theirs.expand((4, 3)).scale)
+    logits = torch.tensor([-3.0, 0.0, 2.0], dtype=torch.float64, device=device)
+    y = torch.tensor([[1.0, 0.0, 1.0]], dtype=torch.float64, device=device)
+    ours, theirs = dist.Bernoulli(logits=logits), torch.distributions.Bernoulli(logits=logits)
+    assert ours.batch_shape == theirs.batch_shape
+    torch.testing.assert_close(ours.probs, theirs.probs)
+    torch.testing.assert_close(ours.log_prob(y), theirs.log_prob(y), rtol=1e-14, atol=1e-15)
+    expanded = ours.expand((2, 3))
+    assert type(expanded) is dist.Bernoulli and expanded.batch_shape == (2, 3)
+    torch.testing.assert_close(expanded.log_prob(y), theirs.expand((2, 3)).log_prob(y), rtol=1e-14, atol=1e-15)
+    with pytest.raises(ValueError):
+        dist.Normal(loc, -scale, validate_args=True)
