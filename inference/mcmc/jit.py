@@ -80,6 +80,11 @@ SHAPE_ONLY = {
 MATMULS = {aten.mv.default, aten.mm.default, aten.bmm.default, aten.addmv.default, aten.addmm.default}
 
 
+def _is_transposed(tensor):
+    """A 2-D tensor laid out as the transpose of a contiguous one (and not contiguous itself)."""
+    return tensor.dim() == 2 and min(tensor.shape) > 1 and tensor.stride() == (1, tensor.shape[0])
+
+
 # arithmetic with a Python number: recorded in its Scalar form (a traced Tensor form would turn the number into a
 # tensor constant, which the replay then casts to the other operand's dtype at every call)
 SCALAR_FORMS = {
@@ -106,7 +111,8 @@ class _Recorder(TorchDispatchMode):
     constants of the graph (constant folding); an operation seen twice on the same arguments is recorded once
     (common subexpressions). Random operations are always recorded; an in-place operation is recorded on a
     fresh copy of any constant it writes to. ``x ** 1`` is recorded as ``x``; the constant operands of matrix
-    products are stored contiguous; arithmetic with Python numbers in its Scalar form.
+    products are stored contiguous; with ``transpose_products``, ``constant @ x`` for a transposed ``x`` is
+    computed and recorded transposed (see ``_transposed_mm``); arithmetic with Python numbers in its Scalar form.
     """
 
     @classmethod
@@ -115,10 +121,11 @@ class _Recorder(TorchDispatchMode):
         # nothing here runs under TorchDynamo
         return False
 
-    def __init__(self, graph, constants):
+    def __init__(self, graph, constants, transpose_products):
         super().__init__()
         self.graph = graph
         self.constants = constants
+        self.transpose_products = transpose_products
         self.nodes = {}  # id(tensor) -> node of every input-dependent tensor
         self.alive = []  # those tensors, kept alive so that ids stay unique
         self.seen = {}  # (operation, arguments) -> node
@@ -152,6 +159,9 @@ class _Recorder(TorchDispatchMode):
             out = func(*args)
             self.bind(out, self.node(args[0]))
             return out
+        if (self.transpose_products and func is aten.mm.default and id(args[0]) not in self.nodes
+                and _is_transposed(args[1])):
+            return self._transposed_mm(*args)
         for tensor in written:
             if id(tensor) not in self.nodes:
                 self.bind(tensor, self.graph.call_function(aten.clone.default, (self.node(tensor),)))
@@ -178,6 +188,22 @@ class _Recorder(TorchDispatchMode):
             raise TraceError(f"{func} returns {type(out).__name__}: the step reads a value out of a tensor")
         return out
 
+    def _transposed_mm(self, constant, x):
+        """``constant @ x`` for a transposed ``x`` (K, N), as ``(x^T @ constant^T)^T`` with ``constant^T`` stored
+        contiguous. Vectorized chains meet this with data (M, K) times positions: the chains' dimension then
+        becomes the contiguous one, and the product reads both operands in order (the original form is several
+        times slower and leaves the result, and what is computed from it, in a strided layout). Values agree to
+        rounding (the ``JitStep`` checks compare them)."""
+        out = aten.t.default(aten.mm.default(aten.t.default(x), constant.t().contiguous()))
+        key = ("transposed mm", id(constant), self.node(x))
+        node = self.seen.get(key)
+        if node is None:
+            x_t = self.graph.call_function(aten.t.default, (self.node(x),))
+            product = self.graph.call_function(aten.mm.default, (x_t, self.node(constant.t(), contiguous=True)))
+            node = self.seen[key] = self.graph.call_function(aten.t.default, (product,))
+        self.bind(out, node)
+        return out
+
 
 class _Replay(torch.nn.Module):
     """The recorded graph as a module of the step's (nested) arguments, for ``torch.jit.trace``."""
@@ -195,11 +221,18 @@ class _Replay(torch.nn.Module):
 def trace(fn, args):
     """``fn`` (nested tuples of tensors -> nested tuples of tensors) as a frozen TorchScript function of inputs
     shaped like ``args``."""
+    try:
+        return _trace(fn, args, transpose_products=True)
+    except RuntimeError:  # e.g. a view of a product, which needs the product's own layout
+        return _trace(fn, args, transpose_products=False)
+
+
+def _trace(fn, args, transpose_products):
     # inputs are told apart by identity: an input passed twice would become one input of the graph
     args = _clone(args)
     graph = torch.fx.Graph()
     constants = torch.nn.Module()
-    recorder = _Recorder(graph, constants)
+    recorder = _Recorder(graph, constants, transpose_products)
     for index, leaf in enumerate(_leaves(args)):
         recorder.bind(leaf, graph.placeholder(f"arg{index}"))
     with recorder:
@@ -210,6 +243,22 @@ def trace(fn, args):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TorchScript's deprecation notices and tracer chatter
         return torch.jit.freeze(torch.jit.trace(replay, args, check_trace=False).eval())
+
+
+class _ExecutorOptimization:
+    """``torch.jit.optimized_execution(flag)`` as a reusable context manager: the same two calls without a
+    generator to build and step per use (microseconds, on every step)."""
+
+    def __init__(self, flag):
+        self.flag = flag
+        self.stored = []
+
+    def __enter__(self):
+        self.stored.append(torch._C._get_graph_executor_optimize())
+        torch._C._set_graph_executor_optimize(self.flag)
+
+    def __exit__(self, *exc_info):
+        torch._C._set_graph_executor_optimize(self.stored.pop())
 
 
 class JitStep:
@@ -238,12 +287,13 @@ class JitStep:
         entry = self._graphs.get(key)
         if entry is None:
             try:
-                entry = self._graphs[key] = [trace(self.fn, args).forward, self.num_checks, first.device.type != "cpu"]
+                optimize = _ExecutorOptimization(first.device.type != "cpu")
+                entry = self._graphs[key] = [trace(self.fn, args).forward, self.num_checks, optimize]
             except Exception as error:  # noqa: BLE001 - any failure to trace means: run the Python step
                 return self._give_up(f"tracing failed ({type(error).__name__}: {error})", args)
         # no autograd bookkeeping at all (the graph holds the backward pass); on the CPU, TorchScript's plain
         # interpreter: its optimizing executor has no CPU fuser to offer and costs tens of ms per new graph
-        with self._inference_mode, torch.jit.optimized_execution(entry[2]):
+        with self._inference_mode, entry[2]:
             out = entry[0](*args)
         if entry[1]:
             entry[1] -= 1

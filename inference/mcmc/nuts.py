@@ -127,14 +127,17 @@ class NUTS(HMC):
         # and (p#, momentum sum before) at the last leaf of the latest completed node
         levels = (z0.new_zeros(num_chains, max_depth, 3, dim), z0.new_zeros(num_chains, max_depth, 2, dim))
 
+        # every subtree starts empty (its first leaf is always taken, so the proposal's initial values are unused)
+        empty_subtree = (torch.full_like(energy0, -math.inf), z0, potential0, grad0, energy0, torch.zeros_like(r))
+        signed_steps = torch.where(going_right, step_size.unsqueeze(1), -step_size.unsqueeze(1))
         t = 0
         for d in range(max_depth):
             right = going_right.select(1, d)
             right_col = right.unsqueeze(-1)
-            signed_step = torch.where(right, step_size, -step_size)
+            signed_step = signed_steps.select(1, d)
             # the subtree grows from the end of the trajectory on its side: (z, r, grad)
             leaf = tuple(torch.where(right_col, ends[4 + k], ends[k]) for k in range(3))
-            subtree = (torch.full_like(energy0, -math.inf), z0, potential0, grad0, energy0, torch.zeros_like(r))
+            subtree = empty_subtree
             for n in range(2**d):
                 leaf, p_sharp, subtree, levels, counts, active, building = leaf_steps[n & 1](
                     inv_mass, energy0, signed_step, log_u.select(1, t), *masks[t], leaf, subtree, levels, counts, active

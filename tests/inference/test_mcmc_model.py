@@ -218,6 +218,33 @@ def test_jit_step_falls_back_when_the_trace_disagrees():
         assert torch.equal(JitStep(lambda x: (x * float(x.sum()),), "item step")(x)[0], 3 * x)
 
 
+def test_jit_step_of_vectorized_data_products(device):
+    """Vectorized chains times a data matrix (recorded in the transposed form that reads both operands in order):
+    the traced potential and gradient equal the Python step's; a step that views the product (which needs its
+    original layout) is traced too."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(300, 5, generator=generator, dtype=torch.float64).to(device)
+    y = (torch.rand(300, generator=generator, dtype=torch.float64) < 0.5).to(device, torch.float64)
+
+    def potential(beta):
+        return -(y * (x @ beta) + torch.nn.functional.logsigmoid(-(x @ beta))).sum()
+
+    def step(z):
+        return (torch.func.vmap(potential)(z), torch.func.vmap(torch.func.grad(potential))(z))
+
+    def viewing_step(z):
+        return ((x @ z.t()).view(-1),)
+
+    z = torch.randn(4, 5, generator=generator, dtype=torch.float64).to(device)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback to the Python step
+        for fn in (step, viewing_step):
+            jitted = JitStep(fn, "products", num_checks=0)
+            for scale in (1.0, 0.5):
+                for traced, eager in zip(jitted(scale * z), fn(scale * z), strict=True):
+                    torch.testing.assert_close(traced, eager, rtol=1e-12, atol=1e-12)
+
+
 # -- outputs --------------------------------------------------------------------------------------------------
 
 
