@@ -226,15 +226,20 @@ def test_incore_jk_from_8fold_eris_is_differentiable_to_any_order():
         integrals.eri(moving, aosym="s8")
 
 
-@pytest.mark.parametrize("xc", ["lda,vwn", "pbe", "b3lyp"])
-def test_vxc_by_autograd_matches_pyscf(xc, device):
+def _water_grids(xc, device):
+    """Water/6-31g with our level-1 grid and PySCF's (same grid), the functional and PySCF's NumInt."""
     mol = our_mol("H2O", "6-31g", device)
     functional = get_functional(xc)
     grid = Grid(mol, level=1, deriv=1 if functional.family == "gga" else 0)
     ref_grid = pyscf_dft.gen_grid.Grids(mol.pyscf)
     ref_grid.level = 1
     ref_grid.build()
-    ni = pyscf_dft.numint.NumInt()
+    return mol, functional, grid, ref_grid, pyscf_dft.numint.NumInt()
+
+
+@pytest.mark.parametrize("xc", ["lda,vwn", "pbe", "b3lyp"])
+def test_vxc_by_autograd_matches_pyscf(xc, device):
+    mol, functional, grid, ref_grid, ni = _water_grids(xc, device)
     dm = pyscf_hf.init_guess_by_minao(mol.pyscf)
 
     _, exc_ref, vxc_ref = ni.nr_rks(mol.pyscf, ref_grid, xc, dm)
@@ -256,13 +261,7 @@ def test_vxc_by_autograd_matches_pyscf(xc, device):
 def test_vxc_response_matches_pyscf_fxc(xc, spin, device):
     """The first derivative of V_xc (the XC kernel applied once, kept for repeated backward) against PySCF's
     nr_rks_fxc / nr_uks_fxc; the second backward (through autograd of the functional) by finite differences."""
-    mol = our_mol("H2O", "6-31g", device)
-    functional = get_functional(xc)
-    grid = Grid(mol, level=1, deriv=1 if functional.family == "gga" else 0)
-    ref_grid = pyscf_dft.gen_grid.Grids(mol.pyscf)
-    ref_grid.level = 1
-    ref_grid.build()
-    ni = pyscf_dft.numint.NumInt()
+    mol, functional, grid, ref_grid, ni = _water_grids(xc, device)
     dm0 = pyscf_hf.init_guess_by_minao(mol.pyscf)
     rng = np.random.default_rng(0)
     dm1 = rng.normal(size=dm0.shape) * 0.1
