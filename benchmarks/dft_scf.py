@@ -2,16 +2,19 @@
 
 Each (tool, case) runs in a fresh worker process (both tools imported there first, so import costs are
 excluded and baselines equal); the clock covers building the molecule, integrals, grid, guess and the SCF to
-convergence. Same molecule, basis, functional, grid level 3 and conv_tol 1e-9 on both sides; PySCF runs with
+convergence. Each case is measured ``--repeats`` times (default 3), the two tools' workers alternating so that
+load on the machine falls on both alike; the table gives the median time and the largest peak memory. Same
+molecule, basis, functional, grid level 3 and conv_tol 1e-9 on both sides; PySCF runs with
 its defaults otherwise (including its density-based grid pruning, ``small_rho_cutoff=1e-7``, which diffsci
 does not do, see dft/grids.py), so energies may differ by a few 1e-8 Ha.
 
-    .venv/bin/python benchmarks/dft_scf.py [--quick] [--device cuda] [--threads N]
+    .venv/bin/python benchmarks/dft_scf.py [--quick] [--device cuda] [--threads N] [--repeats N]
 """
 
 import argparse
 import multiprocessing
 import resource
+import statistics
 import time
 
 WATER = "O 0 0 0.117; H 0 0.757 -0.470; H 0 -0.757 -0.470"
@@ -92,6 +95,7 @@ def main():
     parser.add_argument("--quick", action="store_true", help="only the quick subset")
     parser.add_argument("--device", default="cpu", help="torch device for diffsci (PySCF runs on CPU)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for both tools (default: their own)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per tool and case (median time reported)")
     args = parser.parse_args()
     import os
     import platform
@@ -108,13 +112,19 @@ def main():
     for case in CASES:
         if args.quick and not case[5]:
             continue
-        e_ref, ok_ref, cyc_ref, t_ref, mem_ref = measure("pyscf", case, "cpu", args.threads)
-        e, ok, cyc, t, mem = measure("diffsci", case, args.device, args.threads)
+        runs = {"pyscf": [], "diffsci": []}
+        for _ in range(args.repeats):
+            runs["pyscf"].append(measure("pyscf", case, "cpu", args.threads))
+            runs["diffsci"].append(measure("diffsci", case, args.device, args.threads))
+        (e_ref, ok_ref, cyc_ref, t_ref, mem_ref), (e, ok, cyc, t, mem) = (
+            (*runs[tool][-1][:3], statistics.median(r[3] for r in runs[tool]), max(r[4] for r in runs[tool]))
+            for tool in ("pyscf", "diffsci")
+        )
         flag = "" if ok and ok_ref else " (not converged)"
         print(f"{case[0]:<26} {t_ref:8.2f} {t:9.2f} {t / t_ref:6.2f} {mem_ref:9.0f} {mem:10.0f} "
               f"{cyc_ref:>3}/{cyc:<3} {abs(e - e_ref):9.1e}{flag}", flush=True)
-    print("ratio = diffsci / PySCF wall time; MB = peak resident memory above the worker's baseline; "
-          "cycles = PySCF/diffsci.")
+    print(f"ratio = diffsci / PySCF median wall time over {args.repeats} runs each; MB = peak resident memory above "
+          "the worker's baseline; cycles = PySCF/diffsci.")
 
 
 if __name__ == "__main__":
