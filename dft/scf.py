@@ -201,15 +201,14 @@ def get_vxc(xc, grid, dm):
     Returns:
         ``(exc, vxc)``: scalar Hartree, and (..., nao, nao) like ``dm``, Hartree.
     """
-    parameters = list(xc.parameters()) if hasattr(xc, "parameters") else []
+    trainable = any(p.requires_grad for p in (xc.parameters() if hasattr(xc, "parameters") else ()))
     blocks = grid.blocks()
-    if torch.is_grad_enabled() and dm.requires_grad and not any(p.requires_grad for p in parameters):
+    if torch.is_grad_enabled() and dm.requires_grad and not trainable:
         blocks = list(blocks)
         if not any(t.requires_grad for block in blocks for t in block):
             exc, vxc, _ = _XCPotential.apply(dm, xc, blocks)
             return exc, _symmetrized(vxc)
-    exc, vxc = _vxc(xc, blocks, dm, differentiable=torch.is_grad_enabled() and (
-        dm.requires_grad or any(p.requires_grad for p in parameters)))
+    exc, vxc = _vxc(xc, blocks, dm, differentiable=torch.is_grad_enabled() and (dm.requires_grad or trainable))
     return exc, _symmetrized(vxc)
 
 

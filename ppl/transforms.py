@@ -171,7 +171,7 @@ def is_identity(transform):
     """Whether ``transform`` is the identity (possibly over event dimensions), whose log|det J| is 0."""
     while isinstance(transform, IndependentTransform):
         transform = transform.base_transform
-    return transform is identity_transform
+    return isinstance(transform, ComposeTransform) and not transform.parts  # torch's identity_transform is one
 
 
 @biject_to.register(constraints.real)

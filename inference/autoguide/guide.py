@@ -18,7 +18,6 @@ from collections import namedtuple
 
 import torch
 from torch.distributions import TransformedDistribution
-from torch.distributions.transforms import ComposeTransform, IndependentTransform
 from torch.distributions.utils import _standard_normal
 
 from inference.predictive import Predictive
@@ -28,7 +27,7 @@ from ppl.handlers import block
 from ppl.initialization import init_to_median
 from ppl.log_density import Potential, log_density
 from ppl.primitives import param, plate, sample
-from ppl.transforms import biject_to
+from ppl.transforms import biject_to, is_identity
 
 __all__ = ["AutoDelta", "AutoGuide", "AutoGuideList", "AutoNormal"]
 
@@ -36,12 +35,6 @@ _Site = namedtuple("_Site", ["transform", "identity", "event_dim", "unconstraine
 _Site.__doc__ = """A latent site as a guide sees it: its bijection from unconstrained space (and whether that is
 the identity), its event dims (constrained and unconstrained), its plates, and its initial unconstrained value
 at the plates' full sizes."""
-
-
-def _is_identity(transform):
-    while isinstance(transform, IndependentTransform):
-        transform = transform.base_transform
-    return isinstance(transform, ComposeTransform) and not transform.parts
 
 
 def _batch_log_det(transform, unconstrained, value, event_dim):
@@ -112,7 +105,7 @@ class AutoGuide:
                     init = init.index_select(frame.dim - unconstrained_event_dim + init.dim(), index)
             transform = biject_to(site["fn"].support)
             self._sites[name] = _Site(
-                transform, _is_identity(transform), event_dim, unconstrained_event_dim, site["cond_indep_stack"], init
+                transform, is_identity(transform), event_dim, unconstrained_event_dim, site["cond_indep_stack"], init
             )
 
     def _setup(self, args, kwargs):
