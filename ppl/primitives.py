@@ -253,8 +253,15 @@ def module(name, nn_module):
 def _subsample(size, subsample_size, device=None):
     """Random subsample indices of a plate (without replacement), or ``arange(size)`` when not subsampling."""
     if subsample_size == size:
-        return torch.arange(size, device=device)
+        return _all_indices(size, None if device is None else torch.device(device))
     return torch.randperm(size, device=device)[:subsample_size]
+
+
+@functools.lru_cache(maxsize=64)
+def _all_indices(size, device):
+    """``arange(size)``, made once per size and device (a model builds its plates at every step); shared, so
+    read-only."""
+    return torch.arange(size, device=device)
 
 
 class plate(Messenger):
@@ -265,7 +272,7 @@ class plate(Messenger):
     (-1, -2, ...; event dimensions are to the right of these), the first free one unless ``dim`` is given.
     With ``subsample_size`` the plate draws that many random indices without replacement and scales the
     log-density of the sites inside by ``size / subsample_size``. Entering returns the indices (a long tensor,
-    ``arange(size)`` without subsampling) to index data with.
+    ``arange(size)`` without subsampling, shared between runs: do not write into it) to index data with.
 
     Args:
         name: the plate's name (it appears in traces as a site of type ``"plate"`` whose value is the indices).

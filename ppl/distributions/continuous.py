@@ -111,10 +111,14 @@ class Normal(torch_dist.Normal, DistributionMixin):
     the same values as torch's, with the factors that depend only on ``scale`` grouped, so that they are
     constants of a traced sampler step when ``scale`` is (four tensor operations forward instead of six).
     Built in a fraction of torch's time when ``loc`` and ``scale`` are tensors of one shape (or a tensor and a
-    number), which models and guides do at every step."""
+    number), which models and guides do at every step. A number ``scale`` (a fixed prior width) is remembered as
+    one, so that ``log_prob`` folds its factors in Python: two tensor operations fewer forward and backward."""
+
+    _scale_number = None  # the scale as a Python float when it was given as one
 
     def __init__(self, loc, scale, validate_args=None):
-        if isinstance(loc, torch.Tensor) and isinstance(scale, (int, float)):
+        if isinstance(loc, torch.Tensor) and isinstance(scale, (int, float)) and not isinstance(scale, bool):
+            self._scale_number = float(scale)
             scale = loc.new_full((), scale).expand(loc.shape)
         if not (isinstance(loc, torch.Tensor) and isinstance(scale, torch.Tensor) and loc.shape == scale.shape):
             super().__init__(loc, scale, validate_args)
@@ -124,11 +128,17 @@ class Normal(torch_dist.Normal, DistributionMixin):
         torch_dist.Distribution.__init__(self, loc.shape, validate_args=validate_args)
 
     def expand(self, batch_shape, _instance=None):
-        return super().expand(batch_shape, type(self).__new__(type(self)) if _instance is None else _instance)
+        new = super().expand(batch_shape, type(self).__new__(type(self)) if _instance is None else _instance)
+        new._scale_number = self._scale_number
+        return new
 
     def log_prob(self, value):
         if self._validate_args:
             self._validate_sample(value)
+        number = self._scale_number
+        if number is not None:
+            # (value - loc) broadcasts like value, loc and scale together: scale has loc's shape
+            return (value - self.loc).pow(2) * (-0.5 / number**2) - (math.log(number) + _HALF_LOG_2PI)
         scale = self.scale
         return (value - self.loc).pow(2) * (scale.pow(2).reciprocal() * -0.5) - (scale.log() + _HALF_LOG_2PI)
 

@@ -23,11 +23,16 @@ __all__ = [
 ]
 
 
+def _is_batched(tensor):
+    """Whether ``tensor`` is a batched tensor of ``torch.func.vmap`` (the vectorized chains of a sampler)."""
+    return isinstance(tensor, torch.Tensor) and torch._C._functorch.is_batchedtensor(tensor)
+
+
 class Bernoulli(torch_dist.Bernoulli, DistributionMixin):
-    """torch's ``Bernoulli`` with ``log_prob`` = value * logits + log sigmoid(-logits): torch's values (its binary
-    cross-entropy with logits), in operations that ``torch.func.vmap`` batches as they are (it decomposes
-    torch's into some thirty, with copies, when a sampler vectorizes chains). Built from a ``logits`` tensor
-    in a fraction of torch's time (models build one at every step)."""
+    """torch's ``Bernoulli``; under ``torch.func.vmap``, ``log_prob`` = value * logits + log sigmoid(-logits),
+    torch's values (its binary cross-entropy with logits) in operations that vmap batches as they are (it
+    decomposes torch's into some thirty, with copies, when a sampler vectorizes chains). Built from a ``logits``
+    tensor in a fraction of torch's time (models build one at every step)."""
 
     def __init__(self, probs=None, logits=None, validate_args=None):
         if probs is not None or not isinstance(logits, torch.Tensor):
@@ -43,7 +48,12 @@ class Bernoulli(torch_dist.Bernoulli, DistributionMixin):
         if self._validate_args:
             self._validate_sample(value)
         logits = self.logits
-        return value * logits + torch.nn.functional.logsigmoid(-logits)
+        if _is_batched(logits) or _is_batched(value):
+            return value * logits + torch.nn.functional.logsigmoid(-logits)
+        # torch's own form: one fused operation forward and one backward (a third of the time of the above)
+        if logits.shape != value.shape:
+            logits, value = torch.broadcast_tensors(logits, value)
+        return -torch.nn.functional.binary_cross_entropy_with_logits(logits, value, reduction="none")
 
 
 class Binomial(torch_dist.Binomial, DistributionMixin):

@@ -555,6 +555,7 @@ def test_kl_extensions(device):
         (lambda p: dist.GaussianRandomWalk(p[0], num_steps=2), [1.3], [[0.4, -0.3]]),
         (lambda p: dist.Delta(torch.zeros(2, dtype=p.dtype), log_density=p[0]), [0.7], [0.0, 0.0]),
         (lambda p: dist.Normal(p[0], p[1]), [0.3, 1.2], [0.1, -1.9]),
+        (lambda p: dist.Normal(p, 1.3).expand([2]), [0.3, -0.4], [0.1, -1.9]),
         (lambda p: dist.HalfNormal(p[0]), [1.2], [0.1, 1.9]),
         (lambda p: dist.HalfCauchy(p[0]), [1.2], [0.1, 1.9]),
         (lambda p: dist.Bernoulli(logits=p), [0.3, -2.0], [1.0, 0.0]),
@@ -581,8 +582,15 @@ def test_rewritten_log_probs_equal_torch_s_on_hard_values():
     logits = torch.tensor([-800.0, -40.0, -1.0, 0.0, 1.0, 40.0, 800.0], dtype=torch.float64)
     for value in (0.0, 1.0):
         y = torch.full_like(logits, value)
-        torch.testing.assert_close(dist.Bernoulli(logits=logits).log_prob(y),
-                                   torch.distributions.Bernoulli(logits=logits).log_prob(y), rtol=1e-14, atol=1e-15)
+        expected = torch.distributions.Bernoulli(logits=logits).log_prob(y)
+        ours = dist.Bernoulli(logits=logits, **off)
+        torch.testing.assert_close(ours.log_prob(y), expected, rtol=1e-14, atol=1e-15)
+        # under vmap (vectorized chains) log_prob takes another form: the same values
+        batched = torch.func.vmap(lambda row: dist.Bernoulli(logits=row, **off).log_prob(y))(logits.expand(2, -1))
+        torch.testing.assert_close(batched, expected.expand(2, -1), rtol=1e-14, atol=1e-15)
+    # a number scale is kept as a number: the same values as torch's, expanded too
+    ours, theirs = dist.Normal(loc, 1.7, **off).expand([7]), torch.distributions.Normal(loc, 1.7, **off).expand([7])
+    torch.testing.assert_close(ours.log_prob(x), theirs.log_prob(x), rtol=1e-14, atol=1e-14)
 
 
 def test_quick_constructors_equal_torch_s(device):
