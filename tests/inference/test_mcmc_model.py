@@ -13,7 +13,7 @@ import ppl
 import ppl.distributions as dist
 from inference import diagnostics
 from inference.mcmc import HMC, MCMC, NUTS
-from inference.mcmc.jit import JitStep
+from inference.mcmc.jit import JitStep, trace
 
 MC_SIGMAS = 4.5  # |estimate - truth| < 4.5 MCSE: a false alarm about once in 10^5 per parameter
 
@@ -244,6 +244,31 @@ def test_jit_step_of_vectorized_data_products(device):
                 for traced, eager in zip(jitted(scale * z), fn(scale * z), strict=True):
                     torch.testing.assert_close(traced, eager, rtol=1e-12, atol=1e-12)
 
+
+
+def test_jit_step_keeps_one_copy_of_a_data_matrix_it_reads_twice():
+    """The gradient reads the data matrix transposed: the traced graph holds one copy of it, not two (two can
+    overflow the cache one fits in), and computes the same values."""
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(400, 6, generator=generator, dtype=torch.float64)
+    y = (torch.rand(400, generator=generator, dtype=torch.float64) < 0.5).to(torch.float64)
+
+    def step(beta):
+        with torch.enable_grad():
+            beta = beta.detach().requires_grad_(True)
+            potential = torch.nn.functional.binary_cross_entropy_with_logits(x @ beta, y, reduction="sum")
+            (grad,) = torch.autograd.grad(potential, beta)
+        return potential.detach(), grad
+
+    beta = torch.randn(6, generator=generator, dtype=torch.float64)
+    graph = trace(step, (beta,))
+    constants = [node.output().toIValue() for node in graph.graph.nodes() if node.kind() == "prim::Constant"
+                 and node.output().type().kind() == "TensorType"]
+    matrices = [constant for constant in constants if constant.numel() == x.numel()]
+    assert len(matrices) == 2  # x and its transpose
+    assert len({matrix.untyped_storage().data_ptr() for matrix in matrices}) == 1
+    for traced, eager in zip(graph(beta * 0.5), step(beta * 0.5), strict=True):
+        torch.testing.assert_close(traced, eager, rtol=1e-12, atol=1e-12)
 
 # -- outputs --------------------------------------------------------------------------------------------------
 
