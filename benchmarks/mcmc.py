@@ -17,7 +17,7 @@ case with seeds 0..N-1 and reports the means (ESS/s = mean ESS / mean wall time)
 (default 1, the right setting for models this small) for torch and XLA alike.
 
     .venv/bin/python benchmarks/mcmc.py [--quick] [--skip-pyro] [--pyro-chains] [--seeds N] [--threads N]
-                                        [--device cuda]
+                                        [--device cuda] [--models logistic,eight]
 """
 
 import argparse
@@ -272,9 +272,14 @@ def main():
     parser.add_argument("--seeds", type=int, default=1, help="runs per case (seeds 0..N-1); the table shows means")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads of torch and XLA")
     parser.add_argument("--device", default="cpu", help="diffsci's device (the others run on CPU)")
+    parser.add_argument("--models", default=None,
+                        help="comma-separated words picking models by name, e.g. 'logistic' (default: all three)")
     opts = parser.parse_args()
     num_warmup, num_samples = (100, 100) if opts.quick else (NUM_WARMUP, NUM_SAMPLES)
     model_names = ["eight schools"] if opts.quick else ["eight schools", "logistic regression", "hierarchical (D=100)"]
+    if opts.models:
+        words = opts.models.split(",")
+        model_names = [name for name in model_names if any(word in name for word in words)]
     tools = ["diffsci", "NumPyro"] + ([] if opts.skip_pyro else ["Pyro", "Pyro (JIT)"])
 
     seeds = range(SEED, SEED + opts.seeds)

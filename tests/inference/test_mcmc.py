@@ -15,15 +15,6 @@ from inference.mcmc import adaptation
 MC_SIGMAS = 4.5  # |estimate - truth| < 4.5 MCSE: a false alarm about once in 10^5 per parameter
 
 
-def _assert_within_mc_error(draws, mean, sd):
-    """draws: (chains, draws, D); analytic mean and sd (D,). Tolerances are MCSEs of these very draws."""
-    mean, sd = torch.as_tensor(mean, dtype=torch.float64), torch.as_tensor(sd, dtype=torch.float64)
-    flat = draws.reshape(-1, draws.shape[-1]).cpu().double()
-    err_mean = (flat.mean(0) - mean).abs() / diagnostics.mcse_mean(draws)
-    err_sd = (flat.std(0) - sd).abs() / diagnostics.mcse_sd(draws)
-    assert (err_mean < MC_SIGMAS).all(), f"means {flat.mean(0)} vs {mean}: {err_mean} MCSEs off"
-    assert (err_sd < MC_SIGMAS).all(), f"sds {flat.std(0)} vs {sd}: {err_sd} MCSEs off"
-
 
 def _gaussian(mean, cov):
     """Potential of N(mean, cov) for positions (C, D)."""
@@ -86,14 +77,14 @@ def test_dual_averaging_and_welford_match_numpyro():
 # -- correctness on known targets -----------------------------------------------------------------------------
 
 
-def test_nuts_standard_normal(device, dtype):
+def test_nuts_standard_normal(device, dtype, assert_within_mc_error):
     dim = 4
     kernel = NUTS(potential_fn=lambda z: 0.5 * (z**2).sum(-1))
     mcmc = MCMC(kernel, num_warmup=150, num_samples=400, num_chains=4, seed=1, progress_bar=False)
     mcmc.run(init_params=torch.full((4, dim), 1.5, dtype=dtype, device=device))
     draws = mcmc.get_samples(group_by_chain=True)["z"]
     assert draws.shape == (4, 400, dim) and draws.device.type == device.type and draws.dtype == dtype
-    _assert_within_mc_error(draws, torch.zeros(dim), torch.ones(dim))
+    assert_within_mc_error(draws, torch.zeros(dim), torch.ones(dim))
     assert (diagnostics.rhat(draws) < 1.05).all()
     extra = mcmc.get_extra_fields()
     assert not extra["diverging"].any()
@@ -101,25 +92,21 @@ def test_nuts_standard_normal(device, dtype):
     assert ((extra["num_steps"] >= 2 ** extra["tree_depth"] - 1) & (extra["num_steps"] <= 2 ** (extra["tree_depth"] + 1) - 1)).all()
 
 
-def test_conjugate_normal_posterior_hmc_and_nuts(device):
-    """y_i ~ N(mu, sigma^2), sigma known, mu ~ N(m0, s0^2): the posterior of mu is normal in closed form."""
-    gen = torch.Generator().manual_seed(3)
-    sigma, m0, s0 = 2.0, 1.0, 3.0
-    y = (0.7 + sigma * torch.randn(20, generator=gen, dtype=torch.float64)).to(device)
-    post_var = 1 / (1 / s0**2 + len(y) / sigma**2)
-    post_mean = post_var * (m0 / s0**2 + y.sum().item() / sigma**2)
+def test_conjugate_normal_posterior_hmc_and_nuts(conjugate_normal, assert_within_mc_error):
+    """The conjugate normal (see conftest) as a potential function: the closed-form posterior of mu."""
+    c = conjugate_normal
 
     def potential(z):
         mu = z[:, :1]
-        return 0.5 * ((y - mu) ** 2).sum(-1) / sigma**2 + 0.5 * (z[:, 0] - m0) ** 2 / s0**2
+        return 0.5 * ((c.y - mu) ** 2).sum(-1) / c.sigma**2 + 0.5 * (z[:, 0] - c.m0) ** 2 / c.s0**2
 
     for kernel in (HMC(potential_fn=potential, trajectory_length=1.0), NUTS(potential_fn=potential)):
         mcmc = MCMC(kernel, num_warmup=150, num_samples=500, num_chains=2, seed=4, progress_bar=False)
-        mcmc.run(init_params=torch.zeros(1, dtype=torch.float64, device=device))
-        _assert_within_mc_error(mcmc.get_samples(group_by_chain=True)["z"], [post_mean], [math.sqrt(post_var)])
+        mcmc.run(init_params=torch.zeros(1, dtype=torch.float64, device=c.y.device))
+        assert_within_mc_error(mcmc.get_samples(group_by_chain=True)["z"], [c.mean], [c.sd])
 
 
-def test_dense_mass_beats_diagonal_on_correlated_gaussian(device):
+def test_dense_mass_beats_diagonal_on_correlated_gaussian(device, assert_within_mc_error):
     """10-d Gaussian with strong correlations and mixed scales: the dense metric whitens it, the diagonal cannot."""
     dim = 10
     scales = torch.logspace(-0.5, 0.5, dim, dtype=torch.float64)
@@ -133,7 +120,7 @@ def test_dense_mass_beats_diagonal_on_correlated_gaussian(device):
                     num_chains=2, seed=5, progress_bar=False)
         mcmc.run(init_params=mean + 0.5)
         draws = mcmc.get_samples(group_by_chain=True)["z"]
-        _assert_within_mc_error(draws, mean.cpu(), cov.diagonal().sqrt().cpu())
+        assert_within_mc_error(draws, mean.cpu(), cov.diagonal().sqrt().cpu())
         steps = mcmc.get_extra_fields()["num_steps"].sum().item()
         ess[dense] = diagnostics.ess_bulk(draws).min().item()
         efficiency[dense] = ess[dense] / steps  # per gradient evaluation

@@ -21,14 +21,6 @@ EIGHT_SCHOOLS_Y = [28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0]
 EIGHT_SCHOOLS_SIGMA = [15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0]
 
 
-def _assert_within_mc_error(draws, mean, sd):
-    """draws: (chains, draws); the analytic mean and sd. Tolerances are MCSEs of these very draws."""
-    flat = draws.reshape(-1).double().cpu()
-    err_mean = abs(flat.mean().item() - mean) / diagnostics.mcse_mean(draws).item()
-    err_sd = abs(flat.std().item() - sd) / diagnostics.mcse_sd(draws).item()
-    assert err_mean < MC_SIGMAS, f"mean {flat.mean().item()} vs {mean}: {err_mean} MCSEs off"
-    assert err_sd < MC_SIGMAS, f"sd {flat.std().item()} vs {sd}: {err_sd} MCSEs off"
-
 
 def eight_schools(sigma, y=None):
     """Non-centred eight schools (Rubin 1981; the parameterization of the Stan and NumPyro examples)."""
@@ -49,27 +41,23 @@ def _eight_schools_data(device=None):
 
 
 @pytest.mark.parametrize("kernel_cls", [NUTS, HMC])
-def test_conjugate_normal_known_variance(device, kernel_cls):
-    """y_i ~ N(mu, sigma^2), sigma known, mu ~ N(m0, s0^2): the posterior of mu is normal in closed form."""
-    gen = torch.Generator().manual_seed(3)
-    sigma, m0, s0 = 2.0, 1.0, 3.0
-    y = (0.7 + sigma * torch.randn(20, generator=gen, dtype=torch.float64)).to(device)
-    post_var = 1 / (1 / s0**2 + len(y) / sigma**2)
-    post_mean = post_var * (m0 / s0**2 + y.sum().item() / sigma**2)
+def test_conjugate_normal_known_variance(device, kernel_cls, conjugate_normal, assert_within_mc_error):
+    """The conjugate normal (see conftest) as a model: the closed-form posterior of mu."""
+    c = conjugate_normal
 
     def model(y):
-        mu = ppl.sample("mu", dist.Normal(torch.tensor(m0, dtype=y.dtype, device=y.device), s0))
+        mu = ppl.sample("mu", dist.Normal(torch.tensor(c.m0, dtype=y.dtype, device=y.device), c.s0))
         with ppl.plate("data", y.shape[0]):
-            ppl.sample("y", dist.Normal(mu, sigma), obs=y)
+            ppl.sample("y", dist.Normal(mu, c.sigma), obs=y)
 
     mcmc = MCMC(kernel_cls(model), num_warmup=150, num_samples=500, num_chains=2, seed=4, progress_bar=False)
-    mcmc.run(y)
+    mcmc.run(c.y)
     draws = mcmc.get_samples(group_by_chain=True)["mu"]
     assert draws.shape == (2, 500) and draws.device.type == device.type and draws.dtype == torch.float64
-    _assert_within_mc_error(draws, post_mean, math.sqrt(post_var))
+    assert_within_mc_error(draws, c.mean, c.sd)
 
 
-def test_beta_binomial_constrained_site():
+def test_beta_binomial_constrained_site(assert_within_mc_error):
     """p ~ Beta(a, b), k ~ Binomial(n, p): the posterior is Beta(a + k, b + n - k); p lives on (0, 1), so the
     sampler works in logit space and the Jacobian must be right."""
     a, b, n, k = 2.0, 3.0, 30, 11
@@ -85,7 +73,7 @@ def test_beta_binomial_constrained_site():
     alpha, beta = a + k, b + n - k
     mean = alpha / (alpha + beta)
     sd = math.sqrt(alpha * beta / ((alpha + beta) ** 2 * (alpha + beta + 1)))
-    _assert_within_mc_error(draws, mean, sd)
+    assert_within_mc_error(draws, mean, sd)
 
 
 def test_eight_schools_matches_numpyro():
