@@ -202,6 +202,9 @@ class LRScheduler(PyroOptim):
                 self._pending_scheduler = state["scheduler"]
 
 
+_ADD_PARAM_GROUP = getattr(torch.optim.Optimizer.add_param_group, "__wrapped__", torch.optim.Optimizer.add_param_group)
+
+
 class _Adam(torch.optim.Optimizer):
     """:class:`torch.optim.Adam`'s update (L2 ``weight_decay`` added to the gradient) as torch's fused kernel:
     one call for all the parameters of a group, several times cheaper than torch's Adam on the small tensors of
@@ -215,6 +218,11 @@ class _Adam(torch.optim.Optimizer):
 
     def step(self, closure=None):
         self._step_without_hooks()
+
+    def add_param_group(self, param_group):
+        # torch's, without the wrapper that keeps TorchDynamo out of it: the wrapper imports TorchDynamo on first
+        # use (a second or more), which the first SVI step would wait for; nothing here runs under TorchDynamo
+        _ADD_PARAM_GROUP(self, param_group)
 
     def _step_without_hooks(self):
         """The update (what :class:`PyroOptim` calls, see ``_step_function``)."""

@@ -3,6 +3,8 @@ Rao-Blackwellization, the importance-weighted bound against the exact evidence, 
 optimizers against torch's and Pyro's, checkpoint/resume, and errors."""
 
 import math
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -259,6 +261,25 @@ def test_minibatch_elbo_is_unbiased(device):
     standard_error = estimates.std() / len(estimates) ** 0.5
     assert abs(estimates.mean() - exact) < 4 * standard_error
     assert estimates.std() > 1.0  # the subsampling noise is real, so the check above has teeth
+
+
+def test_first_step_does_not_import_torchdynamo():
+    """torch.optim's param-group method imports TorchDynamo on first use (a second or more); diffsci's Adams
+    skip that wrapper, so the first SVI step of a new session does not wait for it."""
+    code = """
+import sys, torch, ppl, ppl.distributions as dist
+from inference.autoguide import AutoNormal
+from inference.vi import SVI, Adam, ClippedAdam, Trace_ELBO
+def model():
+    ppl.sample("x", dist.Normal(torch.zeros(()), 1.0))
+for optim in (Adam({"lr": 0.1}), ClippedAdam({"lr": 0.1})):
+    ppl.clear_param_store()
+    svi = SVI(model, AutoNormal(model), optim, Trace_ELBO())
+    svi.step(), svi.step()
+print("torch._dynamo" in sys.modules)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
 
 
 def test_adam_matches_torch_and_clipped_adam_matches_pyro(device):
