@@ -31,6 +31,7 @@ MODEL_FREE = (
     "inference/mcmc/adaptation",
     "inference/mcmc/integrator",
     "inference/mcmc/jit",
+    "inference/tracing",
 )
 
 

@@ -1,24 +1,22 @@
 """Compiled ELBOs (Pyro's ``JitTrace_ELBO`` and ``JitTraceMeanField_ELBO``): the first step runs eagerly; the
-second traces the whole estimate and its gradient, model and guide included, into one flat graph of ATen
-operations (``torch.fx`` ``make_fx`` with fake tensors, then TorchScript to run it from C++; a fraction of a
-second), which later steps replay with fresh random draws from torch's generators, the same draws the eager ELBO
-would make. Replaying skips the Python of the handlers, distributions and autograd bookkeeping, which dominates
-the cost of small models.
+second records the whole estimate and its gradient, model and guide included, into one flat graph of ATen
+operations (:func:`inference.tracing.trace`, a fraction of a second), which later steps replay from TorchScript
+with fresh random draws from torch's generators, the same draws the eager ELBO would make. Replaying skips the
+Python of the handlers, distributions and autograd bookkeeping, which dominates the cost of small models.
 
 The model and guide must be static, as for Pyro's JIT ELBOs and NumPyro's ``jit``: the same sites with the same
-shapes in every step, and no Python control flow on tensor values (tracing with fake tensors turns such a
-model into a clear error rather than a wrong graph). Tensor arguments are inputs of the graph; a new shape,
-dtype or device, or a change of a non-tensor argument, traces a new graph. Parameters of ``torch.nn`` modules
+shapes in every step, and no Python control flow on tensor values (reading a value out of a tensor while
+recording is a clear error rather than a wrong graph). Tensor arguments are inputs of the graph; a new shape,
+dtype or device, or a change of a non-tensor argument, records a new graph. Parameters of ``torch.nn`` modules
 registered with ``ppl.module`` are not supported. Only ``loss_and_grads`` (what ``SVI.step`` calls) is compiled;
 ``loss`` and ``differentiable_loss`` run eagerly.
 """
-
-import warnings
 
 import torch
 import torch.utils._pytree as pytree
 
 from inference.errors import InferenceError
+from inference.tracing import ExecutorOptimization, trace
 from inference.vi.elbo import Trace_ELBO, TraceMeanField_ELBO, _ParamNames
 from ppl.handlers import block, substitute
 from ppl.log_density import unvalidated
@@ -46,11 +44,12 @@ class _Compiled:
         compiled = self._graphs.get(key)
         if compiled is None:
             compiled = self._graphs[key] = self._compile(model, guide, leaves, spec)
-        names, graph = compiled
+        names, graph, executor = compiled
         store = get_param_store()
         tensors = [store.unconstrained(name) for name in names]
         inputs = [tensor.detach() for tensor in tensors] + [leaf for leaf in leaves if torch.is_tensor(leaf)]
-        elbo, *grads = graph(*inputs)
+        with executor:
+            elbo, *grads = graph(*inputs)
         for name, tensor, grad in zip(names, tensors, grads):
             param(name)  # the graph read these parameters: announce them, as the model and guide would have
             tensor.grad = grad if tensor.grad is None else tensor.grad + grad
@@ -62,8 +61,8 @@ class _Compiled:
         store = get_param_store()
         args, kwargs = pytree.tree_unflatten(leaves, spec)
         positions = [index for index, leaf in enumerate(leaves) if torch.is_tensor(leaf)]
-        # Compiling runs the program twice (to find the parameters it reads, and in torch.jit.trace); the random
-        # number generators are restored afterwards, so compiling does not shift the stream of draws.
+        # Compiling runs the program twice (to find the parameters it reads, and to record it); the random number
+        # generators are restored afterwards, so compiling does not shift the stream of draws.
         cpu_rng = torch.get_rng_state()
         cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
         with block(), _ParamNames() as capture:
@@ -78,42 +77,35 @@ class _Compiled:
         transforms = [biject_to(store.constraint(name)) for name in names]
 
         def estimate(*inputs):
-            unconstrained = [tensor.requires_grad_(True) for tensor in inputs[: len(names)]]
-            full = list(leaves)
-            for index, tensor in zip(positions, inputs[len(names) :]):
-                full[index] = tensor
-            args, kwargs = pytree.tree_unflatten(full, spec)
-            values = {name: transform(tensor) for name, transform, tensor in zip(names, transforms, unconstrained)}
-            with block(), unvalidated():
-                elbo, surrogate = self._estimate(
-                    substitute(model, data=values), substitute(guide, data=values), args, kwargs
-                )
-            grads = torch.autograd.grad(-surrogate, unconstrained, materialize_grads=True)
+            with torch.enable_grad():
+                unconstrained = [tensor.detach().requires_grad_(True) for tensor in inputs[: len(names)]]
+                full = list(leaves)
+                for index, tensor in zip(positions, inputs[len(names) :]):
+                    full[index] = tensor
+                args, kwargs = pytree.tree_unflatten(full, spec)
+                values = {name: transform(tensor) for name, transform, tensor in zip(names, transforms, unconstrained)}
+                with block(), unvalidated():
+                    elbo, surrogate = self._estimate(
+                        substitute(model, data=values), substitute(guide, data=values), args, kwargs
+                    )
+                grads = torch.autograd.grad(-surrogate, unconstrained, materialize_grads=True)
             return (elbo.detach(), *grads)
 
-        from torch.fx.experimental.proxy_tensor import make_fx  # a heavy import (about a second), paid when used
-
-        inputs = [store.unconstrained(name).detach() for name in names] + [leaves[index] for index in positions]
+        inputs = tuple(store.unconstrained(name).detach() for name in names) + tuple(leaves[i] for i in positions)
         try:
-            graph = make_fx(estimate, tracing_mode="fake")(*inputs)
-        except Exception as error:  # noqa: BLE001 - any tracing failure means the program is not static
+            graph = trace(estimate, inputs)
+        except Exception as error:  # noqa: BLE001 - any failure to record means the program is not static
             raise InferenceError(
                 f"{type(self).__name__} could not trace the model and guide ({type(error).__name__}: {error}). "
                 "Compiled ELBOs need static programs: the same sites and shapes in every step and no Python "
                 "control flow on tensor values; use the eager ELBO (e.g. Trace_ELBO) otherwise."
             ) from error
-        # TorchScript runs the graph of ATen operations from C++, several times faster than the Python of the
-        # fx graph; its tracer is deprecated in favour of torch.compile, whose compile times would dominate here.
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                graph = torch.jit.trace(graph, tuple(inputs), check_trace=False)
-        except Exception:  # noqa: BLE001 - a torch without a working TorchScript tracer: run the fx graph
-            pass
-        torch.set_rng_state(cpu_rng)
-        if cuda_rng is not None:
-            torch.cuda.set_rng_state_all(cuda_rng)
-        return names, graph
+        finally:
+            torch.set_rng_state(cpu_rng)
+            if cuda_rng is not None:
+                torch.cuda.set_rng_state_all(cuda_rng)
+        device = inputs[0].device if inputs else torch.device("cpu")
+        return names, graph, ExecutorOptimization(device.type != "cpu")
 
 
 class JitTrace_ELBO(_Compiled, Trace_ELBO):

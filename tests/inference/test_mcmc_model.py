@@ -13,7 +13,8 @@ import ppl
 import ppl.distributions as dist
 from inference import diagnostics
 from inference.mcmc import HMC, MCMC, NUTS
-from inference.mcmc.jit import JitStep, trace
+from inference.mcmc.jit import JitStep
+from inference.tracing import trace
 
 MC_SIGMAS = 4.5  # |estimate - truth| < 4.5 MCSE: a false alarm about once in 10^5 per parameter
 
