@@ -147,8 +147,9 @@ LATE_STEPS = 50  # the final ELBO is averaged over the guides of the last steps 
 
 
 def _worker(tool, num_steps, threads, seed, queue):
-    """One timed fit in this fresh process, with the draws of ``seed`` (the data are the same for every seed): (seconds for all steps, seconds for the steps after STEADY_FROM or
-    None, losses, final loc and scale)."""
+    """One timed fit in this fresh process, with the draws of ``seed`` (the data are the same for every seed):
+    (seconds for all steps, seconds for the steps after STEADY_FROM or None, losses, the late guides' loc and
+    scale, stacked)."""
     os.environ["XLA_FLAGS"] = (
         f"--xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'} intra_op_parallelism_threads={threads}"
     )
@@ -216,7 +217,8 @@ def main():
     x, y = make_data()
     steady_steps = args.steps - STEADY_FROM
     print(f"Bayesian logistic regression N={N} D={D}, AutoNormal, Adam({LR}), {args.steps} steps, float64, "
-          f"{args.threads} thread(s), medians of {args.repeats} fresh-process runs per tool (torch {torch.__version__})")
+          f"{args.threads} thread(s), medians of {args.repeats} fresh-process runs per tool "
+          f"(torch {torch.__version__})")
     print(f"{'tool':<24}{'steps/s':>10}{'steady':>10}{'final ELBO':>22}{'loss, last 50':>20}")
     rates, steady_rates = {}, {}
     for tool, results in runs.items():
@@ -231,8 +233,8 @@ def main():
         spread = f" ± {statistics.stdev(elbos):.2f}" if len(elbos) > 1 else ""
         print(f"{tool:<24}{rates[tool]:>10.0f}{steady:>10}{statistics.mean(elbos):>14.2f}{spread:<8}{tail:>12.2f}")
     print(f"steps/s: all steps, first-use costs included (what a user waits for); steady: steps {STEADY_FROM + 1} on;")
-    print(f"final ELBO: of the guides at the last {LATE_STEPS // 5 + 1} steps of 5 (NumPyro: its final guide), mean ± sd "
-          "over the runs (seeds 0, 1, ...)")
+    print(f"final ELBO: of the guides at the last {LATE_STEPS // 5 + 1} steps of 5 (NumPyro: its final guide), "
+          "mean ± sd over the runs (seeds 0, 1, ...)")
     for ours, theirs in (("diffsci Trace_ELBO", "Pyro Trace_ELBO"), ("diffsci JitTrace_ELBO", "Pyro Trace_ELBO"),
                          ("diffsci JitTrace_ELBO", "Pyro JitTrace_ELBO"), ("diffsci JitTrace_ELBO", "NumPyro")):
         line = f"{ours} / {theirs}: {rates[ours] / rates[theirs]:.2f}x steps/s"

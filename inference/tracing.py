@@ -58,8 +58,8 @@ SHAPE_ONLY = {
 }
 
 
-# products that read a transposed matrix (e.g. the data matrix in a gradient) several times slower than a contiguous
-# one: their constant operands are stored contiguous (the values are the same)
+# products that read a strided matrix several times slower than a contiguous one: their constant operands are
+# stored contiguous (the values are the same), unless they view a whole storage (see _Recorder._snapshot)
 MATMULS = {aten.mv.default, aten.mm.default, aten.bmm.default, aten.addmv.default, aten.addmm.default}
 
 
@@ -93,8 +93,9 @@ class _Recorder(TorchDispatchMode):
     factories like ``zeros_like`` that only read shapes) are computed once, here, and their results become
     constants of the graph (constant folding); an operation seen twice on the same arguments is recorded once
     (common subexpressions). Random operations are always recorded; an in-place operation is recorded on a
-    fresh copy of any constant it writes to. ``x ** 1`` is recorded as ``x``; the constant operands of matrix
-    products are stored contiguous; with ``transpose_products``, ``constant @ x`` for a transposed ``x`` is
+    fresh copy of any constant it writes to. Constants that view one storage share one copy (``_snapshot``).
+    ``x ** 1`` is recorded as ``x``; the constant operands of matrix products are stored contiguous (unless they
+    view a whole storage); with ``transpose_products``, ``constant @ x`` for a transposed ``x`` is
     computed and recorded transposed (see ``_transposed_mm``); arithmetic with Python numbers in its Scalar form.
     """
 
@@ -193,11 +194,11 @@ class _Recorder(TorchDispatchMode):
         return out
 
     def _transposed_mm(self, constant, x):
-        """``constant @ x`` for a transposed ``x`` (K, N), as ``(x^T @ constant^T)^T`` with ``constant^T`` stored
-        contiguous. Vectorized chains meet this with data (M, K) times positions: the chains' dimension then
-        becomes the contiguous one, and the product reads both operands in order (the original form is several
+        """``constant @ x`` for a transposed ``x`` (K, N), as ``(x^T @ constant^T)^T`` (``constant^T`` a view of
+        the constant's copy). Vectorized chains meet this with data (M, K) times positions: the chains' dimension
+        then becomes the contiguous one, and the product reads both operands in order (the original form is several
         times slower and leaves the result, and what is computed from it, in a strided layout). Values agree to
-        rounding (the ``JitStep`` checks compare them)."""
+        rounding (MCMC's ``JitStep`` checks compare them)."""
         out = aten.t.default(aten.mm.default(aten.t.default(x), constant.t().contiguous()))
         key = ("transposed mm", id(constant), self.node(x))
         node = self.seen.get(key)
