@@ -32,7 +32,8 @@ class Bernoulli(torch_dist.Bernoulli, DistributionMixin):
     """torch's ``Bernoulli``; under ``torch.func.vmap``, ``log_prob`` = value * logits + log sigmoid(-logits),
     torch's values (its binary cross-entropy with logits) in operations that vmap batches as they are (it
     decomposes torch's into some thirty, with copies, when a sampler vectorizes chains). Built from a ``logits``
-    tensor in a fraction of torch's time (models build one at every step)."""
+    tensor in a fraction of torch's time (models build one at every step). Integer and bool values count as
+    their 0/1 values (torch's ``log_prob`` raises on them)."""
 
     def __init__(self, probs=None, logits=None, validate_args=None):
         if probs is not None or not isinstance(logits, torch.Tensor):
@@ -53,6 +54,8 @@ class Bernoulli(torch_dist.Bernoulli, DistributionMixin):
         # torch's own form: one fused operation forward and one backward (a third of the time of the above)
         if logits.shape != value.shape:
             logits, value = torch.broadcast_tensors(logits, value)
+        if not value.is_floating_point():  # 0/1 counts or bools (torch's own fails on them)
+            value = value.to(logits.dtype)
         return -torch.nn.functional.binary_cross_entropy_with_logits(logits, value, reduction="none")
 
 

@@ -588,6 +588,11 @@ def test_rewritten_log_probs_equal_torch_s_on_hard_values():
         # under vmap (vectorized chains) log_prob takes another form: the same values
         batched = torch.func.vmap(lambda row: dist.Bernoulli(logits=row, **off).log_prob(y))(logits.expand(2, -1))
         torch.testing.assert_close(batched, expected.expand(2, -1), rtol=1e-14, atol=1e-15)
+    # integer and bool observations count as their 0/1 values
+    y = torch.tensor([1, 0, 1, 1, 0, 0, 1])
+    expected = dist.Bernoulli(logits=logits, **off).log_prob(y.to(torch.float64))
+    for value in (y, y.bool()):
+        torch.testing.assert_close(dist.Bernoulli(logits=logits, **off).log_prob(value), expected, rtol=0, atol=0)
     # a number scale is kept as a number: the same values as torch's, expanded too
     ours, theirs = dist.Normal(loc, 1.7, **off).expand([7]), torch.distributions.Normal(loc, 1.7, **off).expand([7])
     torch.testing.assert_close(ours.log_prob(x), theirs.log_prob(x), rtol=1e-14, atol=1e-14)
