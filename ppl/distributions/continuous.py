@@ -118,7 +118,8 @@ class Normal(torch_dist.Normal, DistributionMixin):
 
     def __init__(self, loc, scale, validate_args=None):
         if isinstance(loc, torch.Tensor) and isinstance(scale, (int, float)) and not isinstance(scale, bool):
-            self._scale_number = float(scale)
+            if scale > 0:  # (others take torch's arithmetic: its validation, or its infinities and NaNs)
+                self._scale_number = float(scale)
             scale = loc.new_full((), scale).expand(loc.shape)
         if not (isinstance(loc, torch.Tensor) and isinstance(scale, torch.Tensor) and loc.shape == scale.shape):
             super().__init__(loc, scale, validate_args)

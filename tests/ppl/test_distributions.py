@@ -594,8 +594,10 @@ def test_rewritten_log_probs_equal_torch_s_on_hard_values():
     for value in (y, y.bool()):
         torch.testing.assert_close(dist.Bernoulli(logits=logits, **off).log_prob(value), expected, rtol=0, atol=0)
     # a number scale is kept as a number: the same values as torch's, expanded too
-    ours, theirs = dist.Normal(loc, 1.7, **off).expand([7]), torch.distributions.Normal(loc, 1.7, **off).expand([7])
-    torch.testing.assert_close(ours.log_prob(x), theirs.log_prob(x), rtol=1e-14, atol=1e-14)
+    for number in (1.7, 0.0, -1.0):  # (invalid scales: torch's NaNs, no Python arithmetic error)
+        ours = dist.Normal(loc, number, **off).expand([7])
+        theirs = torch.distributions.Normal(loc, number, **off).expand([7])
+        torch.testing.assert_close(ours.log_prob(x), theirs.log_prob(x), rtol=1e-14, atol=1e-14, equal_nan=True)
 
 
 def test_quick_constructors_equal_torch_s(device):
