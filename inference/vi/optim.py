@@ -207,7 +207,7 @@ _ADD_PARAM_GROUP = getattr(torch.optim.Optimizer.add_param_group, "__wrapped__",
 
 class _Adam(torch.optim.Optimizer):
     """:class:`torch.optim.Adam`'s update (L2 ``weight_decay`` added to the gradient) as torch's fused kernel:
-    one call for all the parameters of a group, several times cheaper than torch's Adam on the small tensors of
+    one call for all the parameters of a group (of one device and dtype), several times cheaper than torch's Adam on the small tensors of
     a variational family. Steps are counted per parameter (a parameter without a gradient neither moves nor
     counts a step), in a float32 tensor on the parameter's device, as the fused kernel wants them."""
 
@@ -239,14 +239,19 @@ class _Adam(torch.optim.Optimizer):
                              exp_avg_sq=torch.zeros_like(tensor))
             elif not torch.is_tensor(state["step"]) or state["step"].device != tensor.device:
                 state["step"] = torch.as_tensor(state["step"], dtype=torch.float32, device=tensor.device)
-        steps = [state["step"] for state in states]
-        torch._foreach_add_(steps, 1)
         beta1, beta2 = group["betas"]
-        torch._fused_adam_(
-            params, [tensor.grad for tensor in params], [state["exp_avg"] for state in states],
-            [state["exp_avg_sq"] for state in states], [], steps, lr=group["lr"], beta1=beta1, beta2=beta2,
-            weight_decay=group["weight_decay"], eps=group["eps"], amsgrad=False, maximize=False,
-        )
+        kinds = {}  # the fused kernel takes tensors of one device and dtype per call
+        for tensor, state in zip(params, states):
+            kinds.setdefault((tensor.device, tensor.dtype), []).append((tensor, state))
+        for pairs in kinds.values():
+            steps = [state["step"] for _, state in pairs]
+            torch._foreach_add_(steps, 1)
+            torch._fused_adam_(
+                [tensor for tensor, _ in pairs], [tensor.grad for tensor, _ in pairs],
+                [state["exp_avg"] for _, state in pairs], [state["exp_avg_sq"] for _, state in pairs], [], steps,
+                lr=group["lr"], beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"],
+                amsgrad=False, maximize=False,
+            )
 
 
 class _ClippedAdam(_Adam):

@@ -305,6 +305,17 @@ def test_adam_matches_torch_and_clipped_adam_matches_pyro(device):
         ours([("x", tensor)])
     expected = run(pyro.optim.clipped_adam.ClippedAdam, **clipped)
     torch.testing.assert_close(tensor.detach(), expected, rtol=1e-13, atol=1e-13)
+    # one param group holding float64 and float32 parameters (the fused kernel runs per device and dtype)
+    pair = [start.clone().to(device).requires_grad_(True), start.float().to(device).requires_grad_(True)]
+    ours, theirs = _Adam(pair, **settings), torch.optim.Adam([p.detach().clone().requires_grad_(True) for p in pair],
+                                                             **settings)
+    for grad in grads:
+        for tensors in (pair, theirs.param_groups[0]["params"]):
+            for tensor in tensors:
+                tensor.grad = grad.to(device, tensor.dtype)
+        ours.step(), theirs.step()
+    for mine, reference in zip(pair, theirs.param_groups[0]["params"]):
+        torch.testing.assert_close(mine, reference)  # (dtype-wise default tolerances)
 
 
 def test_optimizer_state_round_trips_by_name(tmp_path, device):
