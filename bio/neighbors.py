@@ -121,7 +121,7 @@ class NeighborList:
             self._reference = positions.detach().clone()
             self._box = box.detach().clone() if self.periodic else None
         if excluded.numel():
-            keep = ~_member(pair_keys(pairs, self.n_atoms), excluded)
+            keep = ~_excluded(pairs, excluded, self.n_atoms)
             pairs, images = pairs[:, keep], None if images is None else images[keep]
         self.pairs = pairs
         self.images = images if self.periodic and positions.dim() == 2 else None
@@ -242,12 +242,18 @@ def _image_vectors(images, box):
     return (box.mT @ images.mT).mT
 
 
-def _member(keys, excluded):
-    """keys (P,) that occur in `excluded` (K,), by binary search in the sorted exclusions: O(P log K), much
-    faster than torch.isin, which sorts all P + K keys."""
+def _excluded(pairs, excluded, n_atoms):
+    """Which pairs (2, P), i < j, have their key in `excluded` (K,) (bool, (P,)). Exclusions join atoms close in
+    the topology, and so in index, mostly: only pairs whose index gap j - i some exclusion has are looked up, by
+    binary search in the sorted exclusions (O(P' log K), much faster than torch.isin, which sorts all keys)."""
     excluded = torch.sort(excluded).values
+    gap = pairs[1] - pairs[0]
+    candidates = (gap <= int((excluded % n_atoms - excluded // n_atoms).max())).nonzero().squeeze(1)
+    keys = pairs[0, candidates] * n_atoms + pairs[1, candidates]
     at = torch.searchsorted(excluded, keys).clamp(max=excluded.numel() - 1)
-    return excluded.index_select(0, at) == keys
+    found = torch.zeros(pairs.shape[1], dtype=torch.bool, device=pairs.device)
+    found[candidates] = excluded.index_select(0, at) == keys
+    return found
 
 
 def _widths(box):

@@ -118,6 +118,7 @@ def test_excluded_pairs_are_never_listed_and_no_cutoff_lists_all_pairs():
     assert not keys & set(excluded.tolist())
     cut = NeighborList(50, cutoff=0.4, excluded=excluded)(positions)
     assert not set(pair_keys(cut, 50).tolist()) & set(excluded.tolist())
+    assert _brute_force(positions, 0.4) - set(excluded.tolist()) <= set(pair_keys(cut, 50).tolist())
 
 
 def test_periodic_list_needs_a_box():
