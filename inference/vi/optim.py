@@ -207,9 +207,10 @@ _ADD_PARAM_GROUP = getattr(torch.optim.Optimizer.add_param_group, "__wrapped__",
 
 class _Adam(torch.optim.Optimizer):
     """:class:`torch.optim.Adam`'s update (L2 ``weight_decay`` added to the gradient) as torch's fused kernel:
-    one call for all the parameters of a group (of one device and dtype), several times cheaper than torch's Adam on the small tensors of
-    a variational family. Steps are counted per parameter (a parameter without a gradient neither moves nor
-    counts a step), in a float32 tensor on the parameter's device, as the fused kernel wants them."""
+    one call for all the parameters of a group (of one device and dtype), several times cheaper than torch's
+    Adam on the small tensors of a variational family. Steps are counted per parameter (a parameter without a
+    gradient neither moves nor counts a step), in a float32 tensor on the parameter's device, as the fused kernel
+    wants them."""
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         if not lr >= 0 or not eps >= 0 or not all(0 <= beta < 1 for beta in betas):
