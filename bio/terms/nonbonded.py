@@ -313,13 +313,13 @@ class NonbondedForce:
         While these need no gradient and the images are fixed (one conformation, or no periodicity), the pairs are
         laid out in rows (`pairwise.PairRows`, built once per neighbour list) in two sets: pairs with
         epsilon_ij = 0 (most pairs in water, those of its hydrogens) skip the Lennard-Jones arithmetic."""
-        pairs, shift = self.pairs.images_of(positions, box)
-        if shift is not None and shift.dim() > 2 or any(
+        if self.pairs.periodic and positions.dim() > 2 or any(
                 v.requires_grad or torch._C._functorch.is_functorch_wrapped_tensor(v) for v in values):
+            pairs, shift = self.pairs.images_of(positions, box)
             parameters = self._pair_parameters(pairs, values, lambda: combined_parameters(pairs, *values))
             return pair_energy(self.pair, positions, pairs[0], pairs[1], shift, *parameters)
-        images = None if shift is None else self.pairs.images
-        layouts = self._rows(pairs, values, lambda: _pair_rows(pairs, images, *values))
+        pairs = self.pairs(positions, box)  # (the rows hold the images as ghost atoms: no image vectors needed)
+        layouts = self._rows(pairs, values, lambda: _pair_rows(pairs, self.pairs.images, *values))
         return sum(rows.energy(self.pair, positions, box) for rows in layouts)
 
     def _ewald_corrections(self, positions, charge, box):

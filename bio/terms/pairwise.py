@@ -141,7 +141,7 @@ class PairRows:
         self.n_atoms = n_atoms
         # Half the pairs go to the row of atom j (by the parity of i + j), so that all rows have about the same
         # length (half the neighbours of their atom) instead of lengths spread by the atoms' indices.
-        swap = (i + j) % 2 == 1
+        swap = ((i + j) & 1).bool()
         i, j = torch.where(swap, j, i), torch.where(swap, i, j)
         self.ghost_atoms, self.ghost_images = torch.zeros(0, dtype=torch.long, device=device), None
         if images is not None and images.any():
