@@ -12,10 +12,11 @@ does not do, see dft/grids.py), so energies may differ by a few 1e-8 Ha.
 """
 
 import argparse
-import multiprocessing
 import resource
 import statistics
 import time
+
+import fresh_process
 
 WATER = "O 0 0 0.117; H 0 0.757 -0.470; H 0 -0.757 -0.470"
 BENZENE = ("C 0 1.396 0; C 1.209 0.698 0; C 1.209 -0.698 0; C 0 -1.396 0; C -1.209 -0.698 0; C -1.209 0.698 0; "
@@ -80,16 +81,6 @@ def _worker(tool, case, device, threads, queue):
     queue.put((energy, converged, cycles, seconds, peak - baseline))
 
 
-def measure(tool, case, device, threads):
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    process = context.Process(target=_worker, args=(tool, case, device, threads, queue))
-    process.start()
-    result = queue.get()
-    process.join()
-    return result
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="only the quick subset")
@@ -114,8 +105,8 @@ def main():
             continue
         runs = {"pyscf": [], "diffsci": []}
         for _ in range(args.repeats):
-            runs["pyscf"].append(measure("pyscf", case, "cpu", args.threads))
-            runs["diffsci"].append(measure("diffsci", case, args.device, args.threads))
+            runs["pyscf"].append(fresh_process.run(_worker, "pyscf", case, "cpu", args.threads))
+            runs["diffsci"].append(fresh_process.run(_worker, "diffsci", case, args.device, args.threads))
         (e_ref, ok_ref, cyc_ref, t_ref, mem_ref), (e, ok, cyc, t, mem) = (
             (*runs[tool][-1][:3], statistics.median(r[3] for r in runs[tool]), max(r[4] for r in runs[tool]))
             for tool in ("pyscf", "diffsci")

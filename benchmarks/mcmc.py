@@ -21,10 +21,10 @@ case with seeds 0..N-1 and reports the means (ESS/s = mean ESS / mean wall time)
 """
 
 import argparse
-import multiprocessing
 import os
 import time
 
+import fresh_process
 import numpy as np
 
 NUM_WARMUP = 500
@@ -244,21 +244,10 @@ def _worker(tool, model_name, chains, num_warmup, num_samples, device, threads, 
     queue.put((wall, cpu, ess, steps))
 
 
-def _measure(tool, model_name, chains, num_warmup, num_samples, device, threads, seed):
-    ctx = multiprocessing.get_context("spawn")
-    queue = ctx.Queue()
-    worker = ctx.Process(target=_worker,
-                         args=(tool, model_name, chains, num_warmup, num_samples, device, threads, seed, queue))
-    worker.start()
-    worker.join()  # the result is four numbers: the queue's pipe never fills
-    if worker.exitcode != 0:
-        raise RuntimeError(f"{tool} on {model_name} with {chains} chain(s) failed (exit code {worker.exitcode})")
-    return queue.get()
-
-
 def _measure_seeds(tool, model_name, chains, num_warmup, num_samples, device, threads, seeds):
     """Means over seeds of wall time, CPU time, min ESS and leapfrog steps (None where a tool has none)."""
-    runs = [_measure(tool, model_name, chains, num_warmup, num_samples, device, threads, seed) for seed in seeds]
+    runs = [fresh_process.run(_worker, tool, model_name, chains, num_warmup, num_samples, device, threads, seed)
+            for seed in seeds]
     wall, cpu, ess = (float(np.mean([run[k] for run in runs])) for k in range(3))
     steps = None if runs[0][3] is None else float(np.mean([run[3] for run in runs]))
     return wall, cpu, ess, steps

@@ -23,11 +23,11 @@ standard deviation of that over the runs.
 
 import argparse
 import math
-import multiprocessing
 import os
 import statistics
 import time
 
+import fresh_process
 import numpy as np
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -186,18 +186,6 @@ def _worker(tool, num_steps, threads, seed, queue):
     queue.put((seconds, steady, losses, tuple(np.asarray(value, dtype=np.float64) for value in final)))
 
 
-def _measure(tool, num_steps, threads, seed):
-    ctx = multiprocessing.get_context("spawn")
-    queue = ctx.Queue()
-    worker = ctx.Process(target=_worker, args=(tool, num_steps, threads, seed, queue))
-    worker.start()
-    result = queue.get()  # (before join: the losses may not fit the queue's pipe)
-    worker.join()
-    if worker.exitcode != 0:
-        raise RuntimeError(f"{tool}: the worker failed (exit code {worker.exitcode})")
-    return result
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=1000)
@@ -210,7 +198,7 @@ def main():
     runs = {tool: [] for tool in TOOLS}
     for repeat in range(args.repeats):
         for tool in TOOLS:
-            runs[tool].append(_measure(tool, args.steps, args.threads, SEED + repeat))
+            runs[tool].append(fresh_process.run(_worker, tool, args.steps, args.threads, SEED + repeat))
 
     import torch
 
