@@ -59,6 +59,12 @@ class Gamma(torch_dist.Gamma, DistributionMixin):
     __doc__ = torch_dist.Gamma.__doc__
 
 
+def _gaussian_log_density(centred, scale, constant):
+    """centred^2 * (-1 / (2 scale^2)) - (log scale + constant): the factors that depend only on ``scale``
+    grouped, so that they are constants of a traced sampler step when ``scale`` is."""
+    return centred.pow(2) * (scale.pow(2).reciprocal() * -0.5) - (scale.log() + constant)
+
+
 class HalfCauchy(torch_dist.HalfCauchy, DistributionMixin):
     """torch's ``HalfCauchy`` with its ``log_prob`` in one expression (torch's goes through the base Cauchy's;
     the same values, in fewer tensor operations, which matters to samplers that call it at every step)."""
@@ -77,8 +83,7 @@ class HalfNormal(torch_dist.HalfNormal, DistributionMixin):
     def log_prob(self, value):
         if self._validate_args:
             self._validate_sample(value)
-        scale = self.scale
-        log_prob = value.pow(2) * (scale.pow(2).reciprocal() * -0.5) - (scale.log() + (_HALF_LOG_2PI - _LOG_2))
+        log_prob = _gaussian_log_density(value, self.scale, _HALF_LOG_2PI - _LOG_2)
         return torch.where(value >= 0, log_prob, -math.inf)
 
 
@@ -140,8 +145,7 @@ class Normal(torch_dist.Normal, DistributionMixin):
         if number is not None:
             # (value - loc) broadcasts like value, loc and scale together: scale has loc's shape
             return (value - self.loc).pow(2) * (-0.5 / number**2) - (math.log(number) + _HALF_LOG_2PI)
-        scale = self.scale
-        return (value - self.loc).pow(2) * (scale.pow(2).reciprocal() * -0.5) - (scale.log() + _HALF_LOG_2PI)
+        return _gaussian_log_density(value - self.loc, self.scale, _HALF_LOG_2PI)
 
 
 class StudentT(torch_dist.StudentT, DistributionMixin):
