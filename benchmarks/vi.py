@@ -148,8 +148,8 @@ LATE_STEPS = 50  # the final ELBO is averaged over the guides of the last steps 
 
 def _worker(tool, num_steps, threads, seed, queue):
     """One timed fit in this fresh process, with the draws of ``seed`` (the data are the same for every seed):
-    (seconds for all steps, seconds for the steps after STEADY_FROM or None, losses, the late guides' loc and
-    scale, stacked)."""
+    (seconds for all steps, seconds for the steps after STEADY_FROM or None, losses, the late guides' (loc,
+    scale))."""
     os.environ["XLA_FLAGS"] = (
         f"--xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'} intra_op_parallelism_threads={threads}"
     )
@@ -167,7 +167,7 @@ def _worker(tool, num_steps, threads, seed, queue):
     x, y = make_data()
     if tool == "NumPyro":
         seconds, losses, final = run_numpyro(x, y, num_steps, seed)
-        steady = None
+        steady, late = None, [final]
     else:
         fitter = diffsci_fitter if tool.startswith("diffsci") else pyro_fitter
         start = time.perf_counter()
@@ -182,8 +182,8 @@ def _worker(tool, num_steps, threads, seed, queue):
         late.append(final())
         end = time.perf_counter()
         seconds, steady = end - start, end - middle
-        final = [np.stack([np.asarray(guide[k], dtype=np.float64) for guide in late]) for k in range(2)]
-    queue.put((seconds, steady, losses, tuple(np.asarray(value, dtype=np.float64) for value in final)))
+    guides = [tuple(np.asarray(value, dtype=np.float64) for value in guide) for guide in late]
+    queue.put((seconds, steady, losses, guides))
 
 
 def main():
@@ -214,8 +214,7 @@ def main():
         steadies = [steady for _, steady, *_ in results if steady is not None]
         steady_rates[tool] = steady_steps / statistics.median(steadies) if steadies else None
         # per run: the mean over the late guides (NumPyro: its final guide only)
-        elbos = [statistics.mean(common_elbo(x, y, loc, scale) for loc, scale in zip(*np.broadcast_arrays(
-            *(np.atleast_2d(value) for value in final)))) for *_, final in results]
+        elbos = [statistics.mean(common_elbo(x, y, *guide) for guide in guides) for *_, guides in results]
         tail = statistics.mean(statistics.mean(losses[-50:]) for _, _, losses, _ in results)
         steady = "-" if steady_rates[tool] is None else f"{steady_rates[tool]:.0f}"
         spread = f" ± {statistics.stdev(elbos):.2f}" if len(elbos) > 1 else ""
