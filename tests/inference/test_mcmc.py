@@ -167,11 +167,13 @@ def test_divergences_on_centred_funnel():
         v, x = z[:, 0], z[:, 1:]
         return v**2 / 18 + 0.5 * (x**2).sum(-1) * torch.exp(-v) + 0.5 * x.shape[1] * v
 
-    mcmc = MCMC(NUTS(potential_fn=potential), num_warmup=150, num_samples=150, num_chains=2, seed=7,
+    # Whether one chain meets the neck in a short run depends on its chaotic path (and so on the CPU's
+    # floating-point paths): eight independent chains together diverge on any machine.
+    mcmc = MCMC(NUTS(potential_fn=potential), num_warmup=100, num_samples=100, num_chains=8, seed=7,
                 progress_bar=False)
     mcmc.run(init_params=torch.zeros(5, dtype=torch.float64))
     diverging = mcmc.get_extra_fields(group_by_chain=True)["diverging"]
-    assert diverging.shape == (2, 150) and diverging.dtype == torch.bool
+    assert diverging.shape == (8, 100) and diverging.dtype == torch.bool
     assert diverging.sum() > 0
 
 
