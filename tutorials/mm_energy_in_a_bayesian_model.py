@@ -5,23 +5,35 @@ The partial charges of alanine dipeptide (amber14, OBC2 implicit solvent) are sc
 ``s`` and the noise scale with SVI: `bio`'s energy is an ordinary differentiable torch function of its
 parameters, so it is simply called inside the `ppl` model.
 
-Run:  .venv/bin/python tutorials/mm_energy_in_a_bayesian_model.py
+Run:  .venv/bin/python tutorials/mm_energy_in_a_bayesian_model.py [--out DIR] [--quick]
+
+--quick takes fewer SVI steps, without a progress bar (the tests run it so). The ELBO curve goes to DIR (default
+./tutorial_output/mm_energy_in_a_bayesian_model): elbo.png.
 """
 
+import argparse
 from pathlib import Path
 
-import torch
+import matplotlib
 
-import bio
-import ppl
-import ppl.distributions as dist
-from inference.autoguide import AutoNormal
-from inference.vi import SVI, Adam, Trace_ELBO
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
 
+import bio  # noqa: E402
+import ppl  # noqa: E402
+import ppl.distributions as dist  # noqa: E402
+from inference.autoguide import AutoNormal  # noqa: E402
+from inference.vi import SVI, Adam, Trace_ELBO  # noqa: E402
+
+NAME = Path(__file__).stem
 PDB = Path(__file__).resolve().parents[1] / "tests" / "bio" / "data" / "alanine_dipeptide.pdb"
 
 
-def main(num_steps=400, seed=0):
+def main(out=f"tutorial_output/{NAME}", quick=False, seed=0):
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    num_steps = 400 if quick else 1000
     torch.manual_seed(seed)
     system = bio.System.from_pdb(PDB, forcefield=("amber14-all.xml", "implicit/obc2.xml"))
     charges = system.parameters["NonbondedForce"]["charge"]
@@ -44,12 +56,26 @@ def main(num_steps=400, seed=0):
     ppl.clear_param_store()
     guide = AutoNormal(model)
     svi = SVI(model, guide, Adam({"lr": 0.05}), Trace_ELBO(vectorize_particles=False))
-    svi.run(num_steps, observed, progress_bar=False)
+    losses = svi.run(num_steps, observed, progress_bar=not quick).losses
     quantiles = guide.quantiles([0.05, 0.5, 0.95], observed)
     low, median, high = (float(q) for q in quantiles["scale"])
     print(f"charge scale: median {median:.3f}, 90% interval [{low:.3f}, {high:.3f}] (true {true_scale})")
-    return low, median, high, true_scale
+
+    files = {"elbo": out / "elbo.png"}
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(losses.numpy())
+    ax.set_yscale("symlog")
+    ax.set_xlabel("SVI step")
+    ax.set_ylabel("-ELBO")
+    fig.tight_layout()
+    fig.savefig(files["elbo"], dpi=100)
+    plt.close(fig)
+    print(f"plot: {files['elbo']}")
+    return {"low": low, "median": median, "high": high, "true_scale": true_scale, "files": files}
 
 
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default=f"tutorial_output/{NAME}", help="folder for the outputs")
+    parser.add_argument("--quick", action="store_true", help="a reduced run (as the tests run it)")
+    main(**vars(parser.parse_args()))
