@@ -11,13 +11,13 @@ are torch. Typical use::
 """
 
 from . import response
-from .errors import (BasisError, DFTError, MoleculeError, SCFNotConvergedError, SCFNotConvergedWarning)
+from .errors import (BasisError, DFTError, MoleculeError, OptionError, SCFNotConvergedError, SCFNotConvergedWarning)
 from .geomopt import GeometryOptimization, optimize_geometry
 from .ks import RKS, UKS
 from .molecule import Molecule
 from .properties import density, dipole, homo_lumo_gap, polarizability
 from .vibrations import HarmonicAnalysis, frequencies, harmonic_analysis, hessian
 
-__all__ = ["Molecule", "RKS", "UKS", "DFTError", "MoleculeError", "BasisError", "SCFNotConvergedError",
+__all__ = ["Molecule", "RKS", "UKS", "DFTError", "MoleculeError", "OptionError", "BasisError", "SCFNotConvergedError",
            "SCFNotConvergedWarning", "density", "dipole", "homo_lumo_gap", "polarizability", "response", "hessian",
            "frequencies", "harmonic_analysis", "HarmonicAnalysis", "optimize_geometry", "GeometryOptimization"]

@@ -13,8 +13,9 @@ from pathlib import Path
 import torch
 from pyscf.lib import param
 
-from inference.optim import minimize
+from inference.optim import check_number, minimize
 
+from .errors import OptionError
 from .ks import RKS, UKS
 from .molecule import Molecule
 
@@ -58,11 +59,11 @@ def optimize_geometry(mol, xc="lda,vwn", method="lbfgs", max_steps=100, conv_par
         mol: :class:`dft.Molecule` at the starting positions (not modified).
         xc: functional, as for :class:`dft.RKS`.
         method: ``inference.optim.minimize`` method, ``"lbfgs"`` (default) or ``"fire"``.
-        max_steps: most optimizer steps.
-        conv_params: overrides of :data:`CONV_PARAMS` (PySCF/geomeTRIC names and units).
+        max_steps: most optimizer steps, an integer >= 1.
+        conv_params: overrides of :data:`CONV_PARAMS` (PySCF/geomeTRIC names and units; finite values > 0).
         progress: show a progress bar (energy, max gradient).
         trajectory: path of an XYZ file to write, one frame (Angstrom) per step, the start included, each with
-            its energy in the comment line.
+            its energy in the comment line; its folder must exist.
         options: passed to :class:`dft.RKS` (``mol.spin == 0``) or :class:`dft.UKS`: basis-independent SCF and
             grid options such as ``grid_level``, ``grid_response``, ``density_fit``, ``conv_tol``.
 
@@ -72,12 +73,23 @@ def optimize_geometry(mol, xc="lda,vwn", method="lbfgs", max_steps=100, conv_par
     Raises:
         SCFNotConvergedError: an SCF along the way did not converge (try ``level_shift``/``damp`` options).
         KeyError: an unknown name in ``conv_params``.
+        OptionError: ``max_steps``, a ``conv_params`` value or an SCF option out of range, ``method`` unknown, the
+            ``trajectory`` folder missing, ``mol`` not a :class:`dft.Molecule`.
     """
+    where = "optimize_geometry"
+    if not isinstance(mol, Molecule):
+        raise OptionError(f"{where}: mol must be a dft.Molecule, got {type(mol).__name__}.")
+    if method not in ("lbfgs", "fire"):
+        raise OptionError(f"{where}: method must be 'lbfgs' or 'fire', got {method!r}.")
+    max_steps = check_number(where, "max_steps", max_steps, integer=True, at_least=1, error=OptionError)
     criteria = dict(CONV_PARAMS)
     unknown = set(conv_params or {}) - set(criteria)
     if unknown:
-        raise KeyError(f"optimize_geometry: unknown conv_params {sorted(unknown)}; the names are {sorted(criteria)}.")
-    criteria.update(conv_params or {})
+        raise KeyError(f"{where}: unknown conv_params {sorted(unknown)}; the names are {sorted(criteria)}.")
+    for name, value in (conv_params or {}).items():
+        criteria[name] = check_number(where, f"conv_params[{name!r}]", value, above=0, error=OptionError)
+    if trajectory is not None and not Path(trajectory).parent.is_dir():
+        raise OptionError(f"{where}: the folder of trajectory={str(trajectory)!r} does not exist; create it first.")
     kohn_sham = UKS if mol.spin else RKS
     last = {"dm": None}
 

@@ -19,7 +19,13 @@ import numpy as np
 import torch
 from pyscf.dft import gen_grid
 
+from inference.optim import check_number
+
 from . import integral_grad
+from .errors import OptionError
+
+# PySCF's grid levels (rows of ``gen_grid.RAD_GRIDS``).
+LEVELS = range(len(gen_grid.RAD_GRIDS))
 
 # Number of AO values (points x components x orbitals) per block when evaluating; bounds peak memory.
 BLOCK_VALUES = 8_000_000
@@ -103,6 +109,8 @@ class Grid:
     """
 
     def __init__(self, mol, level=3, deriv=1, max_memory=2000, grid_response=False):
+        level = check_number("Grid", "grid_level", level, integer=True, at_least=LEVELS[0], at_most=LEVELS[-1],
+                             error=OptionError)
         grids = gen_grid.Grids(mol.pyscf)
         grids.level = level
         grids.build(with_non0tab=False)

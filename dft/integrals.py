@@ -14,7 +14,8 @@ import torch
 from pyscf import ao2mo, df, lib
 
 from . import integral_grad
-from .errors import DFTError
+from .errors import DFTError, OptionError
+from .molecule import _check_basis
 
 # PySCF's threshold for dropping near-singular auxiliary combinations (df.incore.LINEAR_DEP_THR).
 AUX_LINDEP = 1e-7
@@ -80,7 +81,7 @@ def eri(mol, max_memory=4000, aosym="s1"):
     npair = nao * (nao + 1) // 2
     sizes = {"s1": nao**4, "s4": npair**2, "s8": npair * (npair + 1) // 2}
     if aosym not in sizes:
-        raise DFTError(f"aosym must be 's1', 's4' or 's8', got {aosym!r}.")
+        raise OptionError(f"aosym must be 's1', 's4' or 's8', got {aosym!r}.")
     megabytes = sizes[aosym] * 8 / 1e6
     if megabytes > max_memory:
         raise DFTError(f"the ERI tensor of {mol!r} needs {megabytes:.0f} MB (> max_memory={max_memory} MB); "
@@ -123,6 +124,8 @@ def density_fit(mol, auxbasis=None):
     """
     if auxbasis is None:
         auxbasis = auxiliary_basis(mol)
+    else:
+        _check_basis(auxbasis, mol.symbols, "auxiliary basis")
     auxmol = df.addons.make_auxmol(mol.pyscf, auxbasis)
     nao = mol.nao
     j3c = _tensor(mol, df.incore.aux_e2(mol.pyscf, auxmol, "int3c2e", aosym="s1").transpose(2, 0, 1))

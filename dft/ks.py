@@ -18,13 +18,18 @@ differentiated through the Kohn-Sham fixed point, so double backward is exact.
 """
 
 import warnings
+from functools import partial
 
+import numpy as np
 import torch
 from pyscf.scf import hf, uhf
 
+from inference.optim import check_number
+
 from . import integrals, scf
-from .errors import DFTError, SCFNotConvergedError, SCFNotConvergedWarning
-from .grids import Grid
+from .errors import DFTError, OptionError, SCFNotConvergedError, SCFNotConvergedWarning
+from .grids import LEVELS, Grid
+from .molecule import Molecule
 from .properties import nuclear_dipole
 from .response import density_matrix
 from .xc import get_functional
@@ -34,8 +39,18 @@ class _KohnSham:
     def __init__(self, mol, xc="lda,vwn", grid_level=3, grid_response=False, density_fit=False, auxbasis=None,
                  conv_tol=1e-9, conv_tol_grad=None, max_cycle=50, level_shift=0.0, damp=0.0, diis_space=8,
                  field=None, verbose=False, max_memory=4000):
+        where = type(self).__name__
+        if not isinstance(mol, Molecule):
+            raise OptionError(f"{where}: mol must be a dft.Molecule (dft.Molecule.from_pyscf converts a PySCF Mole), "
+                              f"got {type(mol).__name__}.")
+        scf.check_controls(where, conv_tol, conv_tol_grad, max_cycle, diis_space, level_shift, damp)
+        check = partial(check_number, where, error=OptionError)
+        check("grid_level", grid_level, integer=True, at_least=LEVELS[0], at_most=LEVELS[-1])
+        check("max_memory", max_memory, above=0)
+        for name, flag in (("grid_response", grid_response), ("density_fit", density_fit), ("verbose", verbose)):
+            _check_flag(where, name, flag)
         self.functional = get_functional(xc)
-        self.field = _check_field(field, mol)
+        self.field = _check_field(where, field, mol)
         self.grid_level = grid_level
         self.grid_response = grid_response
         self.density_fit = density_fit
@@ -78,6 +93,7 @@ class _KohnSham:
         self.e_tot = self.mo_energy = self.mo_coeff = self.mo_occ = None
         self.energy_components = {}
         self.cycles = 0
+        self.history = []
         return self
 
     def get_hcore(self):
@@ -127,9 +143,25 @@ class _KohnSham:
             response: build the energy from the implicitly differentiated density
                 (``dft.response.density_matrix``) so that second derivatives are exact too. The default
                 variational form is exact for first derivatives only (and cheaper: no adjoint solve in backward).
+
+        Raises:
+            OptionError: ``dm0`` of the wrong shape or not finite, or an SCF control set out of range since
+                construction (see ``dft.scf.check_controls``).
+            SCFNotConvergedError: with ``strict``, when the SCF does not converge.
         """
+        where = f"{type(self).__name__}.kernel"
+        _check_flag(where, "strict", strict)
+        _check_flag(where, "response", response)
         if dm0 is None:
             dm0 = self.init_guess()
+        else:
+            dm0 = torch.as_tensor(dm0, dtype=torch.float64, device=self.mol.device)
+            nao = self.mol.nao
+            shape = (nao, nao) if isinstance(self, RKS) else (2, nao, nao)
+            finite = bool(torch.isfinite(dm0).all())
+            if tuple(dm0.shape) != shape or not finite:
+                got = f"shape {tuple(dm0.shape)}" + ("" if finite else " with NaN/inf entries")
+                raise OptionError(f"{where}: dm0 must be a finite {shape} density matrix, got {got}.")
         result = scf.run_scf(self.get_hcore(), self.overlap, self.get_veff, dm0, self._nelec(), self.energy_nuc(),
                              conv_tol=self.conv_tol, conv_tol_grad=self.conv_tol_grad, max_cycle=self.max_cycle,
                              diis_space=self.diis_space, level_shift=self.level_shift, damp=self.damp,
@@ -137,6 +169,7 @@ class _KohnSham:
         self.converged = result.converged
         self.mo_energy, self.mo_coeff, self.mo_occ = result.mo_energy, result.mo_coeff, result.mo_occ
         self.cycles = result.cycles
+        self.history = result.history  # (energy, delta_energy, |orbital gradient|) per cycle
         if not result.converged:
             message = scf.not_converged_message(result.history, self.max_cycle, self.conv_tol, self.conv_tol_grad)
             if strict:
@@ -171,27 +204,33 @@ class RKS(_KohnSham):
         mol: :class:`dft.Molecule` with spin 0.
         xc: functional name (``"lda,vwn"``, ``"pbe"``, ``"b3lyp"``, ...) or a functional module/callable
             ``e = f(rho, sigma=None, spin=0)`` with optional ``hyb`` and ``family`` attributes.
-        grid_level: PySCF grid level (3 is PySCF's default).
+        grid_level: PySCF grid level, an integer 0..9 (3 is PySCF's default).
         grid_response: for derivatives w.r.t. ``mol.coords``, move the grid points and their Becke weights with
             the atoms (PySCF's ``grid_response``); default False keeps the grid fixed in space, as PySCF's
             analytic gradients and Hessians do (see ``dft.grids``).
         density_fit: use density fitting with the auxiliary basis PySCF's ``mf.density_fit()`` chooses (J-fit for
             pure functionals, JK-fit for hybrids; see ``integrals.auxiliary_basis``), or ``auxbasis``.
-        conv_tol: energy-change threshold, Hartree; the orbital gradient must also be below conv_tol_grad.
-        max_cycle, diis_space, level_shift (Hartree), damp: SCF controls, PySCF's meaning and defaults.
-        conv_tol_grad: orbital-gradient threshold (default sqrt(conv_tol)).
+        conv_tol: energy-change threshold, Hartree (> 0); the orbital gradient must also be below conv_tol_grad.
+        max_cycle, diis_space, level_shift (Hartree), damp: SCF controls, PySCF's meaning and defaults: integers
+            max_cycle >= 1 and diis_space >= 0 (0: no DIIS), level_shift >= 0, damp in [0, 1).
+        conv_tol_grad: orbital-gradient threshold (> 0; default sqrt(conv_tol)).
         field: uniform electric field F, (3,) tensor (or sequence), atomic units (Hartree/(e Bohr)); adds
             F . r (origin 0) to H_core and -F . sum_A Z_A R_A to the nuclear energy, so that the dipole moment
             is -dE/dF (PySCF's finite-field convention; ``dft.dipole``). It may require grad.
         verbose: show a progress bar (cycle, energy, error).
-        max_memory: MB allowed for the ERI tensor; half of it for AO values cached on the grid.
+        max_memory: MB allowed for the ERI tensor (> 0); half of it for AO values cached on the grid.
+
+    Raises:
+        OptionError: an option out of its range or of the wrong kind (the message names it), ``mol`` not a
+            :class:`dft.Molecule`. XCError: an unknown functional. DFTError: ``mol.spin != 0``.
 
     After ``kernel()``: ``converged``, ``e_tot``, ``mo_energy`` (nmo,), ``mo_coeff`` (nao, nmo), ``mo_occ`` (nmo,),
-    ``energy_components`` (nuclear, one_electron, coulomb, exact_exchange, xc; Hartree), ``cycles``.
+    ``energy_components`` (nuclear, one_electron, coulomb, exact_exchange, xc; Hartree), ``cycles``,
+    ``history`` ((energy, energy change, orbital-gradient norm) per cycle, Hartree).
     """
 
     def __init__(self, mol, xc="lda,vwn", **options):
-        if mol.spin != 0:
+        if isinstance(mol, Molecule) and mol.spin != 0:
             raise DFTError(f"RKS needs a closed shell but {mol!r} has spin={mol.spin}; use dft.UKS.")
         super().__init__(mol, xc, **options)
 
@@ -219,12 +258,21 @@ class UKS(_KohnSham):
         return torch.as_tensor(uhf.init_guess_by_minao(self.mol.pyscf), dtype=torch.float64).to(self.mol.device)
 
 
-def _check_field(field, mol):
+def _check_flag(where, name, value):
+    if not (isinstance(value, (bool, np.bool_)) or (isinstance(value, int) and value in (0, 1))):
+        raise OptionError(f"{where}: {name} must be True or False, got {value!r}.", argument=name)
+
+
+def _check_field(where, field, mol):
     """The field as a (3,) float64 tensor on the molecule's device (None stays None)."""
     if field is None:
         return None
-    field = torch.as_tensor(field, dtype=torch.float64, device=mol.device)
-    if field.shape != (3,) or not bool(torch.isfinite(field).all()):
-        raise DFTError(f"field must be a finite (3,) tensor (Ex, Ey, Ez) in atomic units, got "
-                       f"{tuple(field.shape)} {field.detach().cpu().tolist()}.")
-    return field
+    try:
+        tensor = torch.as_tensor(field, dtype=torch.float64, device=mol.device)
+    except (TypeError, ValueError, RuntimeError):
+        tensor = None
+    if tensor is None or tensor.shape != (3,) or not bool(torch.isfinite(tensor).all()):
+        shown = repr(field) if tensor is None else f"shape {tuple(tensor.shape)} {tensor.detach().cpu().tolist()}"
+        raise OptionError(f"{where}: field must be a finite (3,) tensor (Ex, Ey, Ez) in atomic units, got "
+                          f"{shown if len(shown) <= 80 else shown[:77] + '...'}.", argument="field")
+    return tensor

@@ -3,6 +3,11 @@
 A :class:`Molecule` validates its input, then builds the PySCF ``Mole`` once; PySCF supplies basis sets,
 integrals and grids from it. The nuclear coordinates live in ``Molecule.coords`` (Bohr, float64), the
 tensor that derivatives with respect to nuclear positions are taken against.
+
+Geometries accepted: finite coordinates within ``MAX_COORDINATE`` (1e5 Bohr, 5.3e4 Angstrom) of the origin,
+no two nuclei closer than ``MIN_DISTANCE`` (0.1 Bohr); integer charge and spin with the parity of the electron
+count. Further out float64 can no longer resolve the basis functions and grid around a nucleus: H2 translated
+to 1e8 Bohr moves its energy by 3e-10 Ha, and at 1e20 Angstrom an SCF "converges" to a meaningless energy.
 """
 
 import difflib
@@ -17,19 +22,24 @@ from pyscf.data import elements
 from pyscf.lib import param
 from pyscf.lib.exceptions import BasisNotFoundError
 
-from .errors import BasisError, MoleculeError
+from inference.optim import check_number
+
+from .errors import BasisError, MoleculeError, OptionError
 
 # Closer than this (Bohr) two nuclei are "on top of each other": no chemical geometry has them.
 MIN_DISTANCE = 0.1
+# Farther than this (Bohr) from the origin along any axis a nucleus is refused (see the module docstring).
+MAX_COORDINATE = 1e5
 
 _UNITS = {"angstrom": 1.0 / param.BOHR, "a": 1.0 / param.BOHR, "ang": 1.0 / param.BOHR,
           "bohr": 1.0, "b": 1.0, "au": 1.0}
 _SYMBOL = re.compile(r"^([A-Za-z]{1,2})\d*$")  # PySCF allows numbered labels such as "H1"
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")  # the line ends of text editors (Unix, Windows, old Mac)
 
 
 def element_symbol(label, where):
     """The standard symbol (``"He"``) for an atom label (``"he"``, ``"He1"``, ``2``); ``where`` goes in errors."""
-    if isinstance(label, int) or (isinstance(label, str) and label.isdigit()):
+    if isinstance(label, int) or (isinstance(label, str) and label.isdecimal()):
         z = int(label)
         if 1 <= z < len(elements.ELEMENTS):
             return elements.ELEMENTS[z]
@@ -42,6 +52,29 @@ def element_symbol(label, where):
     close = difflib.get_close_matches(str(label).capitalize(), elements.ELEMENTS[1:], n=3)
     hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
     raise MoleculeError(f"{where}: unknown element {label!r}.{hint}")
+
+
+def torch_device(device):
+    """``device`` (None, a string such as ``"cuda:1"`` or a ``torch.device``) as a ``torch.device`` that dft can
+    use: the CPU or a CUDA device that exists. None stays None. Raises :class:`OptionError` otherwise."""
+    if device is None:
+        return None
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        resolved = None
+    if resolved is None:
+        problem = "is not a torch device"
+    elif resolved.type not in ("cpu", "cuda"):
+        problem = "is not supported (dft runs on the CPU or CUDA)"
+    elif resolved.type == "cuda" and not torch.cuda.is_available():
+        problem = "is not available (torch.cuda.is_available() is False)"
+    elif resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        problem = f"does not exist (there are {torch.cuda.device_count()} CUDA devices)"
+    else:
+        return resolved
+    raise OptionError(f"device {str(device)!r} {problem}; use 'cpu' or an available CUDA device ('cuda', 'cuda:1', "
+                      "...).", argument="device")
 
 
 def _parse_atom_string(atom):
@@ -62,13 +95,14 @@ def _parse_atom_string(atom):
     return parsed
 
 
-def _check_basis(basis, symbols):
-    """Raise :class:`BasisError` unless every element has functions in ``basis`` (a name or a dict)."""
+def _check_basis(basis, symbols, kind="basis"):
+    """Raise :class:`BasisError` unless every element has functions in ``basis`` (a name or a dict); ``kind``
+    names it in messages ("basis", "auxiliary basis")."""
     per_element = basis if isinstance(basis, dict) else {s: basis for s in set(symbols)}
     for symbol in sorted(set(symbols)):
         name = per_element.get(symbol, per_element.get("default"))
         if name is None:
-            raise BasisError(f"basis dict {sorted(per_element)} has no entry for element {symbol}; "
+            raise BasisError(f"{kind} dict {sorted(per_element)} has no entry for element {symbol}; "
                              "add one (or a 'default' entry).")
         if not isinstance(name, str):
             continue  # explicit shells: PySCF validates them when the Mole is built
@@ -82,11 +116,11 @@ def _check_basis(basis, symbols):
             continue
         key = gto.basis._format_basis_name(name)
         if key in gto.basis.ALIAS:
-            raise BasisError(f"basis {name!r} has no functions for element {symbol}; choose a basis that covers "
+            raise BasisError(f"{kind} {name!r} has no functions for element {symbol}; choose a basis that covers "
                              f"{symbol} (e.g. 'def2-svp') or give a per-element dict.")
         close = difflib.get_close_matches(key, list(gto.basis.ALIAS), n=5, cutoff=0.6)
         hint = f" Close matches: {', '.join(close)}." if close else " See pyscf.gto.basis.ALIAS for the names."
-        raise BasisError(f"unknown basis set {name!r} (element {symbol}).{hint}")
+        raise BasisError(f"unknown {kind} set {name!r} (element {symbol}).{hint}")
 
 
 class Molecule:
@@ -97,7 +131,8 @@ class Molecule:
             or a list of ``(symbol, (x, y, z))``.
         basis: basis set name known to PySCF (``"def2-svp"``) or a per-element dict.
         charge: net charge (elementary charges).
-        spin: 2S = N_alpha - N_beta (PySCF convention).
+        spin: 2S = N_alpha - N_beta (PySCF convention; an integer of the parity of the electron count, negative
+            for more beta than alpha electrons).
         unit: unit of the input coordinates, ``"angstrom"`` (default) or ``"bohr"``.
         device: torch device of ``coords`` and of every tensor derived from this molecule.
 
@@ -110,13 +145,19 @@ class Molecule:
         pyscf: the PySCF ``Mole`` (built once; basis, integrals and grids come from it).
 
     Raises:
-        MoleculeError: unknown element, NaN coordinates, overlapping atoms, charge/spin inconsistent.
+        MoleculeError: unknown element, non-finite coordinates or beyond ``MAX_COORDINATE``, atoms closer than
+            ``MIN_DISTANCE``, a non-integer charge or spin, or charge/spin inconsistent with the electrons.
         BasisError: unknown basis name (with close matches) or a basis without the element.
+        OptionError: a device that is not CPU or an available CUDA device.
     """
 
     def __init__(self, atom, basis, charge=0, spin=0, unit="angstrom", device=None):
+        device = torch_device(device)
         if isinstance(atom, str):
             atom = _parse_atom_string(atom)
+        if not hasattr(atom, "__len__"):
+            raise MoleculeError(f"atom must be a string 'O 0 0 0; H 0 0 0.96' or a list of (symbol, (x, y, z)), "
+                                f"got {type(atom).__name__}.")
         if len(atom) == 0:
             raise MoleculeError("the molecule has no atoms; give e.g. atom='H 0 0 0; H 0 0 0.74'.")
         if str(unit).lower() not in _UNITS:
@@ -134,6 +175,10 @@ class Molecule:
             symbol = element_symbol(label, f"atom {i}")
             if not all(math.isfinite(v) for v in xyz):
                 raise MoleculeError(f"atom {i} ({symbol}): coordinates {xyz} are not finite; fix the geometry.")
+            if max(abs(v) for v in xyz) * scale > MAX_COORDINATE:
+                raise MoleculeError(
+                    f"atom {i} ({symbol}): coordinates {xyz} ({unit}) lie beyond {MAX_COORDINATE:g} Bohr of the "
+                    "origin, where float64 cannot resolve the basis functions; check the unit, or centre the molecule.")
             symbols.append(symbol)
             coords.append([v * scale for v in xyz])
 
@@ -142,8 +187,8 @@ class Molecule:
         self.nuclear_charges = torch.tensor([float(elements.charge(s)) for s in symbols],
                                             dtype=torch.float64, device=device)
         self.basis = basis
-        self.charge = int(charge)
-        self.spin = int(spin)
+        self.charge = check_number("Molecule", "charge", charge, integer=True, error=MoleculeError)
+        self.spin = check_number("Molecule", "spin", spin, integer=True, error=MoleculeError)
         self._check_geometry()
         self._check_electrons()
         _check_basis(basis, symbols)
@@ -212,7 +257,7 @@ class Molecule:
                 new molecule are differentiable functions of it when it requires grad.
 
         Raises:
-            MoleculeError: wrong shape, non-finite values, or atoms on top of each other.
+            MoleculeError: wrong shape, non-finite values, beyond ``MAX_COORDINATE``, or atoms on top of each other.
         """
         if not torch.is_tensor(coords):
             coords = torch.as_tensor(coords, dtype=torch.float64, device=self.device)
@@ -222,6 +267,10 @@ class Molecule:
         values = coords.detach().to("cpu", torch.float64).numpy()
         if not math.isfinite(float(values.sum())):
             raise MoleculeError(f"with_coords: coordinates of {self!r} are not finite; fix the geometry.")
+        if float(abs(values).max()) > MAX_COORDINATE:
+            i = int(abs(values).max(1).argmax())
+            raise MoleculeError(f"with_coords: atom {i + 1} ({self.symbols[i]}) at {values[i].tolist()} Bohr lies "
+                                f"beyond {MAX_COORDINATE:g} Bohr of the origin; centre the molecule.")
         moved = object.__new__(Molecule)
         moved.__dict__.update(self.__dict__)
         moved.coords = coords
@@ -241,6 +290,7 @@ class Molecule:
 
     def to(self, device):
         """The same molecule with ``coords`` on ``device`` (the PySCF ``Mole`` is shared)."""
+        device = torch_device(device)
         moved = object.__new__(Molecule)
         moved.__dict__.update(self.__dict__)
         moved.coords = self.coords.to(device)
@@ -253,10 +303,22 @@ class Molecule:
 
     @classmethod
     def from_xyz(cls, path, basis, charge=0, spin=0, device=None):
-        """Read an XYZ file (count line, comment line, ``symbol x y z`` lines in Angstrom)."""
+        """Read an XYZ file (count line, comment line, ``symbol x y z`` lines in Angstrom; further columns are
+        ignored). A file that is not UTF-8 text, is truncated, has blank or extra atom lines, an unknown element
+        or coordinates that are not finite numbers raises :class:`MoleculeError` naming the file and line."""
         path = Path(path)
-        lines = path.read_text().splitlines()
-        if not lines or not lines[0].strip():
+        data = path.read_bytes()
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            line = len(_LINE_BREAK.split(data[:error.start].decode("utf-8", "replace")))
+            raise MoleculeError(f"{path}:{line}: not a text file (byte {data[error.start]:#04x} is not UTF-8); an XYZ "
+                                "file is plain text.") from None
+        lines = _LINE_BREAK.split(text)
+        if "\0" in text:
+            line = next(n for n, line in enumerate(lines, start=1) if "\0" in line)
+            raise MoleculeError(f"{path}:{line}: not a text file (NUL byte); an XYZ file is plain text.")
+        if not lines[0].strip():
             raise MoleculeError(f"{path}:1: empty XYZ file; the first line must be the number of atoms.")
         try:
             count = int(lines[0].split()[0])
@@ -265,7 +327,11 @@ class Molecule:
         if count <= 0:
             raise MoleculeError(f"{path}:1: the number of atoms must be positive, got {count}.")
         body = lines[2:2 + count]
-        if len(body) < count or not all(line.strip() for line in body):
+        blank = next((n for n, line in enumerate(body, start=3) if not line.strip()), None)
+        if blank is not None and any(line.strip() for line in lines[blank:]):
+            raise MoleculeError(f"{path}:{blank}: blank line inside the atom block (line 1 announces {count} atoms); "
+                                "remove it.")
+        if len(body) < count or blank is not None:
             found = sum(1 for line in body if line.strip())
             raise MoleculeError(f"{path}: line 1 announces {count} atoms but only {found} atom lines follow "
                                 "(truncated file?).")
@@ -285,7 +351,10 @@ class Molecule:
             if not all(math.isfinite(v) for v in xyz):
                 raise MoleculeError(f"{path}:{n}: coordinates of {symbol} are not finite ({line.strip()!r}).")
             atoms.append((symbol, xyz))
-        return cls(atoms, basis, charge=charge, spin=spin, unit="angstrom", device=device)
+        try:
+            return cls(atoms, basis, charge=charge, spin=spin, unit="angstrom", device=device)
+        except MoleculeError as error:  # geometry, charge and spin: atom k is on line k + 2
+            raise MoleculeError(f"{path}: {error}") from None
 
     @classmethod
     def from_pyscf(cls, mol, device=None):

@@ -26,9 +26,10 @@ from typing import NamedTuple
 import torch
 
 from inference.implicit import eigh, fixed_point
+from inference.optim import check_number
 
 from . import scf
-from .errors import DFTError
+from .errors import DFTError, OptionError
 
 # Hartree. A HOMO-LUMO gap this small makes the density's response singular; pairs closer than this are
 # masked in the eigensolver's backward (exact for the density, whose occupied-virtual pairs are all farther).
@@ -70,13 +71,17 @@ def density_matrix(mf, tol=None):
 
     Args:
         mf: :class:`dft.RKS` or :class:`dft.UKS` whose ``kernel()`` has run.
-        tol: convergence of the fixed point, max |D_new - D| (default sqrt(machine epsilon), 1.5e-8 in float64).
+        tol: convergence of the fixed point, max |D_new - D| (> 0; default sqrt(machine epsilon), 1.5e-8 in
+            float64).
 
     Raises:
+        OptionError: ``tol`` not a finite number > 0.
         DFTError: ``kernel()`` has not run, the overlap matrix is linearly dependent, or the HOMO-LUMO gap is
             below ``GAP_TOL`` (the derivatives would be singular).
         inference.ConvergenceError: the fixed point or its adjoint did not converge.
     """
+    if tol is not None:
+        check_number("density_matrix", "tol", tol, above=0, error=OptionError)
     if mf.mo_coeff is None:
         raise DFTError(f"{mf!r}: run mf.kernel() before asking for its response.")
     if mf.mo_coeff.shape[-1] != mf.mol.nao:

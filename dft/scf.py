@@ -17,14 +17,17 @@ the fixed point, not through the iterations (``dft.ks`` for energies, ``dft.resp
 """
 
 import math
+from functools import partial
 from typing import NamedTuple
 
 import torch
 from pyscf.scf import _vhf
 from tqdm.auto import tqdm
 
+from inference.optim import check_number
+
 from . import integral_grad
-from .errors import DFTError
+from .errors import DFTError, OptionError
 
 # PySCF drops overlap eigenvalues below this (scf.hf.overlap_zero_eigenvalue_threshold): linear dependencies.
 OVERLAP_LINDEP = 1e-6
@@ -489,6 +492,21 @@ class SCFResult(NamedTuple):
     history: list  # (energy, delta_energy, |orbital gradient|) per cycle
 
 
+def check_controls(where, conv_tol=1e-9, conv_tol_grad=None, max_cycle=50, diis_space=8, level_shift=0.0, damp=0.0):
+    """Raise :class:`dft.OptionError` (naming ``where`` and the control) unless the SCF controls of
+    :func:`run_scf` are in range: ``conv_tol`` and ``conv_tol_grad`` (or None) finite > 0 (Hartree), ``max_cycle``
+    an integer >= 1, ``diis_space`` an integer >= 0 (0: no DIIS), ``level_shift`` finite >= 0 (Hartree), ``damp``
+    in [0, 1)."""
+    check = partial(check_number, where, error=OptionError)
+    check("conv_tol", conv_tol, above=0)
+    if conv_tol_grad is not None:
+        check("conv_tol_grad", conv_tol_grad, above=0)
+    check("max_cycle", max_cycle, integer=True, at_least=1)
+    check("diis_space", diis_space, integer=True, at_least=0)
+    check("level_shift", level_shift, at_least=0)
+    check("damp", damp, at_least=0, below=1)
+
+
 def run_scf(hcore, s, veff_fn, dm0, nelec, e_nuc, conv_tol=1e-9, conv_tol_grad=None, max_cycle=50,
             diis_space=8, level_shift=0.0, damp=0.0, verbose=False):
     """Self-consistent field iterations, following PySCF's ``scf.hf.kernel``.
@@ -507,7 +525,11 @@ def run_scf(hcore, s, veff_fn, dm0, nelec, e_nuc, conv_tol=1e-9, conv_tol_grad=N
 
     A converged SCF ends, as PySCF, with one more diagonalization of the undamped, unshifted Fock matrix so
     that the orbitals are the canonical orbitals of the final density.
+
+    Raises:
+        OptionError: a control out of its range (see :func:`check_controls`).
     """
+    check_controls("run_scf", conv_tol, conv_tol_grad, max_cycle, diis_space, level_shift, damp)
     if conv_tol_grad is None:
         conv_tol_grad = math.sqrt(conv_tol)
     with torch.no_grad():

@@ -20,7 +20,7 @@ from typing import NamedTuple
 import torch
 from pyscf.data import nist
 
-from .errors import DFTError
+from .errors import DFTError, OptionError
 from .response import density_matrix
 
 
@@ -98,13 +98,18 @@ def harmonic_analysis(mol, hess):
 
     Args:
         mol: :class:`dft.Molecule` (positions and masses).
-        hess: (natm, 3, natm, 3) Hessian, Hartree/Bohr^2 (:func:`hessian`).
+        hess: (natm, 3, natm, 3) (or (3 natm, 3 natm)) finite Hessian, Hartree/Bohr^2 (:func:`hessian`).
 
     Returns:
         :class:`HarmonicAnalysis` with 3 natm - 6 modes (3 natm - 5 for a linear molecule, 3 for an atom). A
         torch function of ``hess`` and ``mol.coords`` (differentiable where the frequencies are distinct).
     """
     natm = mol.natm
+    if not torch.is_tensor(hess) or hess.shape not in ((natm, 3, natm, 3), (3 * natm, 3 * natm)):
+        raise OptionError(f"harmonic_analysis: hess must be a ({natm}, 3, {natm}, 3) tensor (Hartree/Bohr^2) for "
+                          f"{mol!r}, got {tuple(hess.shape) if torch.is_tensor(hess) else type(hess).__name__}.")
+    if not bool(torch.isfinite(hess).all()):
+        raise OptionError("harmonic_analysis: hess has NaN or infinite entries.")
     mass = masses(mol)
     coords = mol.coords - (mass @ mol.coords) / mass.sum()
     inv_sqrt = mass.rsqrt().repeat_interleave(3)

@@ -5,6 +5,9 @@
 
 Energies in Hartree (atomic units); the XYZ file's coordinates in Ångström. `dft` (torch, PySCF) is imported
 only when the job runs, so that `diffsci --help` stays fast.
+
+Option values are checked by the `dft` API itself (`dft.Molecule`, `dft.RKS`); a bad file or option ends the
+command with exit code 1 and a one-line message naming it (the option's flag where the API names the argument).
 """
 
 import sys
@@ -37,7 +40,9 @@ def run(args):
                     conv_tol=args.conv_tol, max_cycle=args.max_cycle, verbose=args.progress)
         energy = mf.kernel(strict=True)
     except (dft.DFTError, ValueError, OSError) as error:
-        print(f"diffsci dft: error: {error}", file=sys.stderr)
+        argument = getattr(error, "argument", None)
+        option = f"--{argument.replace('_', '-')}: " if argument in vars(args) else ""
+        print(f"diffsci dft: error: {option}{error}", file=sys.stderr)
         return 1
     print(f"{method.__name__} {mf.functional.name} / {args.basis}: {len(mol.symbols)} atoms, {mol.nelectron} electrons")
     print(f"converged in {mf.cycles} cycles")

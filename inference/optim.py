@@ -13,6 +13,7 @@ units of fn per unit of x.
 
 import inspect
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
@@ -21,7 +22,48 @@ from tqdm.auto import tqdm
 
 from inference.errors import NonFiniteError
 
-__all__ = ["OptimizeResult", "minimize"]
+__all__ = ["OptimizeResult", "check_number", "minimize"]
+
+
+def check_number(where, name, value, *, above=None, at_least=None, below=None, at_most=None, integer=False,
+                 error=ValueError):
+    """Check an argument: a finite real number (an integer with ``integer``; a float with an integral value is
+    accepted) within the given bounds (``above``/``below`` strict, ``at_least``/``at_most`` inclusive).
+
+    Returns the value as a Python float (int with ``integer``). Otherwise raises ``error`` with a one-line
+    message naming ``where`` (the function or class), ``name``, the value and the allowed range, e.g.
+    ``"Adam: lr must be a finite number > 0, got -0.1."``; the exception's ``argument`` attribute is ``name``
+    (a command line names its option from it). Booleans are not numbers here; a one-element tensor is.
+    """
+    low = (">", above) if above is not None else (">=", at_least) if at_least is not None else None
+    high = ("<", below) if below is not None else ("<=", at_most) if at_most is not None else None
+    number = None
+    if torch.is_tensor(value) and value.numel() == 1 and not (value.is_complex() or value.dtype == torch.bool):
+        number = value.detach().reshape(()).item()
+    elif isinstance(value, numbers.Real) and not isinstance(value, bool):
+        number = value
+    ok = number is not None and (isinstance(number, numbers.Integral) or math.isfinite(number))
+    if ok:
+        if integer:
+            ok = isinstance(number, numbers.Integral) or float(number).is_integer()
+            number = int(number)
+        else:
+            number = float(number)
+    if ok and low is not None:
+        ok = number > low[1] if low[0] == ">" else number >= low[1]
+    if ok and high is not None:
+        ok = number < high[1] if high[0] == "<" else number <= high[1]
+    if not ok:
+        if low and high:
+            bounds = f" in {'(' if low[0] == '>' else '['}{low[1]:g}, {high[1]:g}{')' if high[0] == '<' else ']'}"
+        else:
+            bounds = "".join(f" {op} {bound:g}" for op, bound in filter(None, (low, high)))
+        shown = repr(value).replace("\n", " ")
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
+        exc = error(f"{where}: {name} must be {'an integer' if integer else 'a finite number'}{bounds}, got {shown}.")
+        exc.argument = name
+        raise exc
+    return number
 
 
 @dataclass
@@ -68,19 +110,26 @@ def minimize(
             ``dt_max=1.0``, ``max_step=0.2`` (largest step length |dx|_2 per batch element, in x's units),
             ``n_min=5``, ``f_inc=1.1``, ``f_dec=0.5``, ``alpha_start=0.1``, ``f_alpha=0.99``) or ``"adam"``
             (torch.optim.Adam's update; options ``lr=1e-3``, ``betas=(0.9, 0.999)``, ``eps=1e-8``).
-        tol: convergence threshold on the max-abs gradient component, in units of fn per unit of x.
-        max_steps: most optimizer steps; reaching it leaves ``converged=False``.
+        tol: convergence threshold on the max-abs gradient component, in units of fn per unit of x (>= 0).
+        max_steps: most optimizer steps (an integer >= 0; 0 evaluates fn at x0 only); reaching it leaves
+            ``converged=False``.
         callback: ``callback(step, x, fun, grad)`` after each step; returning True stops the run.
         progress: show a tqdm bar with fun and grad_norm.
 
     Raises:
         NonFiniteError: fn or its gradient is NaN/inf; the message names the step.
+        ValueError: an argument or method option out of its range (tol < 0, max_steps < 0, lr <= 0, ...); the
+            message names it.
     """
     if method not in _METHODS:
         raise ValueError(f"minimize: unknown method {method!r}; choose one of {sorted(_METHODS)}.")
     if not (torch.is_tensor(x0) and x0.is_floating_point()):
         raise TypeError(f"minimize: x0 must be a floating-point tensor, got {type(x0).__name__} "
                         f"{getattr(x0, 'dtype', '')}.")
+    tol = check_number("minimize", "tol", tol, at_least=0)
+    max_steps = check_number("minimize", "max_steps", max_steps, integer=True, at_least=0)
+    if callback is not None and not callable(callback):
+        raise TypeError(f"minimize: callback must be callable(step, x, fun, grad) or None, got {callback!r}.")
     options = set(inspect.signature(_METHODS[method]).parameters) - {"x", "batched"}
     if not set(method_options) <= options:
         raise TypeError(f"minimize(method={method!r}): unknown option(s) {sorted(set(method_options) - options)}; "
@@ -193,7 +242,9 @@ class _LBFGS:
     def __init__(self, x, batched, history_size: int = 10, max_linesearch: int = 25):
         if batched:
             raise ValueError("minimize(method='lbfgs') minimizes one scalar objective; use method='fire' for a batch.")
-        self.history_size, self.max_linesearch = history_size, max_linesearch
+        where = "minimize(method='lbfgs')"
+        self.history_size = check_number(where, "history_size", history_size, integer=True, at_least=1)
+        self.max_linesearch = check_number(where, "max_linesearch", max_linesearch, integer=True, at_least=1)
         self.s: list[torch.Tensor] = []
         self.y: list[torch.Tensor] = []
 
@@ -323,6 +374,15 @@ class _FIRE:
 
     def __init__(self, x, batched, dt=0.1, dt_max=1.0, max_step=0.2, n_min=5, f_inc=1.1, f_dec=0.5,
                  alpha_start=0.1, f_alpha=0.99):
+        where = "minimize(method='fire')"
+        dt = check_number(where, "dt", dt, above=0)
+        dt_max = check_number(where, "dt_max", dt_max, above=0)
+        max_step = check_number(where, "max_step", max_step, above=0)
+        n_min = check_number(where, "n_min", n_min, integer=True, at_least=0)
+        f_inc = check_number(where, "f_inc", f_inc, at_least=1)
+        f_dec = check_number(where, "f_dec", f_dec, above=0, below=1)
+        alpha_start = check_number(where, "alpha_start", alpha_start, at_least=0, at_most=1)
+        f_alpha = check_number(where, "f_alpha", f_alpha, above=0, at_most=1)
         batch = x.shape[0] if batched else 1
         self.batched = batched
         self.dt_max, self.max_step, self.n_min = dt_max, max_step, n_min
@@ -360,7 +420,12 @@ class _Adam:
     """Adam (Kingma & Ba 2015) with torch.optim.Adam's update and defaults, written functionally."""
 
     def __init__(self, x, batched, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
-        self.lr, self.betas, self.eps = lr, betas, eps
+        where = "minimize(method='adam')"
+        if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
+            raise ValueError(f"{where}: betas must be a pair (beta1, beta2) in [0, 1), got {betas!r}.")
+        self.lr = check_number(where, "lr", lr, above=0)
+        self.betas = tuple(check_number(where, f"betas[{i}]", b, at_least=0, below=1) for i, b in enumerate(betas))
+        self.eps = check_number(where, "eps", eps, above=0)
         self.m = torch.zeros_like(x)
         self.v = torch.zeros_like(x)
 

@@ -1,5 +1,7 @@
 """Exceptions raised by the exchange-correlation functionals."""
 
+from ..errors import DFTError
 
-class XCError(ValueError):
+
+class XCError(DFTError, ValueError):
     """A functional name, or the densities passed to a functional, cannot be used."""

@@ -11,11 +11,19 @@ built at the first call and grows as new parameters appear. ``state_dict()`` key
 (Adam's moments, step counts, current learning rates) and the scheduler's state by parameter name, as plain
 tensors and numbers, so a checkpoint written with ``torch.save`` loads with ``torch.load(weights_only=True)``
 and resumes exactly, even into a fresh optimizer before its parameters exist.
+
+Hyperparameters are checked when the optimizer is made (per-parameter ones, from a callable ``optim_args``,
+when the parameter first appears, before any step): a misspelled name, or a value out of its range (``lr``,
+``weight_decay`` >= 0; ``eps``, ``clip_norm``, ``gamma`` > 0; ``betas`` in [0, 1); ``lrd`` in (0, 1]; see
+``_RANGES``), raises at once rather than stepping uphill or turning the parameters into NaN later.
 """
 
+import inspect
 import math
 
 import torch
+
+from inference.optim import check_number
 
 __all__ = [
     "Adam",
@@ -30,6 +38,46 @@ __all__ = [
     "SGD",
     "StepLR",
 ]
+
+
+# The allowed values of the hyperparameters of the torch optimizers and schedulers used here (bounds of
+# ``check_number``). ``lr`` = 0 freezes a parameter (per-parameter ``optim_args``); a negative one would climb
+# the loss. ``momentum``, ``alpha`` (RMSprop's smoothing) and ``betas`` at 1 or above never forget.
+_RANGES = {
+    "lr": dict(at_least=0),
+    "eps": dict(above=0),
+    "weight_decay": dict(at_least=0),
+    "momentum": dict(at_least=0, below=1),
+    "dampening": dict(at_least=0, at_most=1),
+    "alpha": dict(at_least=0, below=1),
+    "clip_norm": dict(above=0),
+    "clip_value": dict(above=0),
+    "lrd": dict(above=0, at_most=1),
+    "gamma": dict(above=0),
+    "step_size": dict(integer=True, at_least=1),
+    "T_max": dict(integer=True, at_least=1),
+    "eta_min": dict(at_least=0),
+}
+
+
+def _check_hyperparameters(where, args, constructor=None, skip=("params",)):
+    """Raise unless every entry of ``args`` is an argument of ``constructor`` (when given; TypeError) within
+    its range (``_RANGES``, ``betas``; ValueError naming it, its value and the range)."""
+    if constructor is not None:
+        parameters = inspect.signature(constructor).parameters
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+            known = set(parameters) - set(skip)
+            unknown = sorted(set(args) - known)
+            if unknown:
+                raise TypeError(f"{where}: unknown hyperparameter(s) {unknown}; it takes {sorted(known)}.")
+    for name, value in args.items():
+        if name == "betas":
+            if not (isinstance(value, (tuple, list)) and len(value) == 2):
+                raise ValueError(f"{where}: betas must be a pair (beta1, beta2) in [0, 1), got {value!r}.")
+            for i, beta in enumerate(value):
+                check_number(where, f"betas[{i}]", beta, at_least=0, below=1)
+        elif name in _RANGES:
+            check_number(where, name, value, **_RANGES[name])
 
 
 class PyroOptim:
@@ -48,6 +96,10 @@ class PyroOptim:
             raise TypeError(f"optim_args must be a dict or a callable of the parameter name, got {optim_args!r}.")
         if clip_args is not None and (not isinstance(clip_args, dict) or set(clip_args) - {"clip_norm", "clip_value"}):
             raise ValueError(f"clip_args must be a dict with 'clip_norm' and/or 'clip_value', got {clip_args!r}.")
+        self._label = optim_constructor.__name__.lstrip("_")
+        if isinstance(optim_args, dict):
+            _check_hyperparameters(self._label, optim_args, optim_constructor)
+        _check_hyperparameters(f"{self._label} clip_args", clip_args or {})
         self.optim_constructor = optim_constructor
         self.optim_args = optim_args
         self.clip_args = clip_args or {}
@@ -87,7 +139,10 @@ class PyroOptim:
             if shared is not None:
                 shared["params"].append(tensor)
             else:
-                args = self.optim_args(name) if callable(self.optim_args) else self.optim_args
+                args = self.optim_args
+                if callable(args):
+                    args = args(name)
+                    _check_hyperparameters(f"{self._label} (parameter {name!r})", args, self.optim_constructor)
                 if self.optimizer is None:
                     self.optimizer = self.optim_constructor([{"params": [tensor], **args}])
                     self._on_first_group()
@@ -161,6 +216,7 @@ class LRScheduler(PyroOptim):
         optim_constructor = optim_args.pop("optimizer")
         inner_args = optim_args.pop("optim_args")
         super().__init__(optim_constructor, inner_args, clip_args)
+        _check_hyperparameters(scheduler_constructor.__name__, optim_args, scheduler_constructor, skip=("optimizer",))
         self.scheduler_constructor = scheduler_constructor
         self.scheduler_args = optim_args
         self.scheduler = None
@@ -213,8 +269,7 @@ class _Adam(torch.optim.Optimizer):
     wants them."""
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
-        if not lr >= 0 or not eps >= 0 or not all(0 <= beta < 1 for beta in betas):
-            raise ValueError(f"Adam: invalid lr={lr!r}, betas={betas!r} or eps={eps!r}.")
+        _check_hyperparameters("Adam", dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
 
     def step(self, closure=None):
@@ -262,8 +317,8 @@ class _ClippedAdam(_Adam):
     group; steps are Python integers)."""
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, clip_norm=10.0, lrd=1.0):
-        if not clip_norm > 0:
-            raise ValueError(f"ClippedAdam: clip_norm must be positive, got {clip_norm!r}.")
+        _check_hyperparameters("ClippedAdam", dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                                   clip_norm=clip_norm, lrd=lrd))
         torch.optim.Optimizer.__init__(
             self, params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, clip_norm=clip_norm, lrd=lrd)
         )
