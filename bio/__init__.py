@@ -14,7 +14,9 @@ nm, kJ/mol, ps, elementary charge).
 """
 
 from .constraints import Constraints
-from .errors import BioError, ConstraintError, ParameterizationError, StructureError, UnsupportedForceError
+from . import checks
+from .errors import (ArgumentError, BioError, ConstraintError, ParameterizationError, StructureError, UnsafeInputError,
+                     UnsupportedForceError)
 from .integrators import LangevinMiddleIntegrator, State, VerletIntegrator
 from .io import read_structure
 from .minimize import MinimizationResult, minimize, positional_restraints
@@ -22,7 +24,8 @@ from .reporters import CheckpointReporter, DCDReporter, PDBReporter, StateDataRe
 from .simulation import Simulation
 from .system import System
 
-__all__ = ["BioError", "ConstraintError", "ParameterizationError", "StructureError", "UnsupportedForceError", "System",
+__all__ = ["BioError", "ArgumentError", "ConstraintError", "ParameterizationError", "StructureError",
+           "UnsafeInputError", "UnsupportedForceError", "System",
            "read_structure", "Constraints", "minimize", "MinimizationResult", "positional_restraints",
            "VerletIntegrator", "LangevinMiddleIntegrator", "State", "Simulation", "StateDataReporter",
            "PDBReporter", "DCDReporter", "CheckpointReporter"]

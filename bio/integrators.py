@@ -13,6 +13,8 @@ from dataclasses import dataclass, replace
 import openmm.unit as unit
 import torch
 
+from . import checks
+
 BOLTZMANN = unit.MOLAR_GAS_CONSTANT_R.value_in_unit(unit.kilojoule_per_mole / unit.kelvin)  # kJ/mol/K
 
 
@@ -39,9 +41,8 @@ class VerletIntegrator:
     kinetic_energy_shift = 0.5
 
     def __init__(self, step_size, constraint_tolerance=1e-5):
-        _check_positive(step_size=step_size, constraint_tolerance=constraint_tolerance)
-        self.step_size = float(step_size)
-        self.constraint_tolerance = float(constraint_tolerance)
+        self.step_size = checks.number("step_size", step_size, low=0, unit="ps", owner="VerletIntegrator")
+        self.constraint_tolerance = _constraint_tolerance(constraint_tolerance, "VerletIntegrator")
 
     def step(self, state, evaluate, constraints, generator=None):
         dt = self.step_size
@@ -64,12 +65,11 @@ class LangevinMiddleIntegrator:
     kinetic_energy_shift = 0.0
 
     def __init__(self, temperature, friction, step_size, constraint_tolerance=1e-5):
-        _check_positive(temperature=temperature, step_size=step_size, constraint_tolerance=constraint_tolerance)
-        if friction < 0:
-            raise ValueError(f"LangevinMiddleIntegrator: friction must be >= 0 (1/ps), got {friction}.")
-        self.temperature, self.friction = float(temperature), float(friction)
-        self.step_size = float(step_size)
-        self.constraint_tolerance = float(constraint_tolerance)
+        owner = "LangevinMiddleIntegrator"
+        self.temperature = checks.number("temperature", temperature, low=0, unit="K", owner=owner)
+        self.friction = checks.number("friction", friction, low=0, low_inclusive=True, unit="1/ps", owner=owner)
+        self.step_size = checks.number("step_size", step_size, low=0, unit="ps", owner=owner)
+        self.constraint_tolerance = _constraint_tolerance(constraint_tolerance, owner)
 
     def step(self, state, evaluate, constraints, generator=None):
         dt, tolerance = self.step_size, self.constraint_tolerance
@@ -108,10 +108,8 @@ def _advance(state, positions, velocities, evaluate, dt):
                    step=state.step + 1, time=state.time + dt)
 
 
-def _check_positive(**values):
-    for name, value in values.items():
-        if not value > 0:
-            raise ValueError(f"{name} must be > 0, got {value}.")
+def _constraint_tolerance(value, owner):
+    return checks.number("constraint_tolerance", value, low=0, high=1, unit="(relative)", owner=owner)
 
 
 __all__ = ["BOLTZMANN", "State", "VerletIntegrator", "LangevinMiddleIntegrator", "kinetic_energy"]

@@ -21,7 +21,9 @@ import torch
 from inference.optim import OptimizeResult
 from inference.optim import minimize as optimize
 
+from . import checks
 from .constraints import Constraints
+from .errors import ArgumentError
 
 # OpenMM's maxIterations = 0 means "until converged".
 _UNLIMITED = 2**31 - 1
@@ -70,14 +72,13 @@ def minimize(system, positions=None, tolerance=10.0, max_steps=0, restraints=Non
     Returns a `MinimizationResult`. Raises ValueError for bad positions or arguments and
     inference.NonFiniteError when the energy becomes NaN/inf.
     """
+    tolerance, max_steps = check_options(tolerance, max_steps, constraint_tolerance)
+    if restraints is not None and not callable(restraints):
+        raise ArgumentError("restraints", restraints, "None or a function positions -> energy", "minimize")
     x = positions_tensor(system, positions, "minimize")
     if x.dim() != 2:
         raise ValueError("minimize: one structure (N, 3) at a time; for a batch use inference.optim.minimize "
                          "with method='fire' on system.energy.")
-    if not tolerance > 0:
-        raise ValueError(f"minimize: tolerance must be > 0 kJ/mol/nm, got {tolerance}.")
-    if max_steps < 0:
-        raise ValueError(f"minimize: max_steps must be >= 0 (0 = until converged), got {max_steps}.")
     constraints = Constraints.from_system(system)
     working_tolerance = max(1e-4, constraint_tolerance)
     x = constraints.apply(x, x, working_tolerance)
@@ -117,13 +118,29 @@ def minimize(system, positions=None, tolerance=10.0, max_steps=0, restraints=Non
                               optimize_result=result)
 
 
+def check_options(tolerance=10.0, max_steps=0, constraint_tolerance=1e-5, owner="minimize"):
+    """(tolerance, max_steps) checked: tolerance finite > 0 kJ/mol/nm, max_steps an integer >= 0,
+    constraint_tolerance in (0, 1). Raises ArgumentError."""
+    tolerance = checks.number("tolerance", tolerance, low=0, unit="kJ/mol/nm", owner=owner)
+    max_steps = checks.integer("max_steps", max_steps, low=0, unit="(0 = until converged)", owner=owner)
+    checks.number("constraint_tolerance", constraint_tolerance, low=0, high=1, unit="(relative)", owner=owner)
+    return tolerance, max_steps
+
+
 def positional_restraints(atoms, reference, k):
     """Harmonic positional restraints, sum over `atoms` of 1/2 k |x_i - reference_i|^2 (non-periodic distance).
 
     atoms: indices (M,); reference: (N, 3) nm positions of the whole system (tensor); k: kJ/mol/nm^2.
     Returns a function positions (..., N, 3) nm -> (...,) kJ/mol, for `minimize(..., restraints=...)`.
     """
-    atoms = torch.as_tensor(atoms, dtype=torch.long, device=reference.device).reshape(-1)
+    checks.number("k", k, low=0, low_inclusive=True, unit="kJ/mol/nm^2", owner="positional_restraints")
+    atoms = torch.as_tensor(atoms, device=reference.device).reshape(-1)
+    if atoms.is_floating_point() or atoms.dtype == torch.bool or (atoms.numel() and not (
+            0 <= int(atoms.min()) and int(atoms.max()) < reference.shape[-2])):
+        raise ArgumentError("atoms", atoms.tolist() if atoms.numel() <= 10 else atoms, "atom indices in "
+                                   f"0..{reference.shape[-2] - 1}", "positional_restraints",
+                                   shown=None if atoms.numel() <= 10 else f"{atoms.numel()} indices")
+    atoms = atoms.long()
     anchors = reference.detach()[atoms]
 
     def energy(positions):
@@ -162,8 +179,8 @@ def positions_tensor(system, positions, name):
         raise ValueError(f"{name}: positions must have shape (N, 3) or (B, N, 3) with N = {system.n_atoms} atoms "
                          f"(nm), got {tuple(positions.shape)}.")
     if not bool(torch.isfinite(positions).all()):
-        raise ValueError(f"{name}: positions contain NaN or inf.")
+        raise ArgumentError("positions", positions, "finite (nm)", name, shown="NaN or inf")
     return positions
 
 
-__all__ = ["MinimizationResult", "minimize", "positional_restraints"]
+__all__ = ["MinimizationResult", "minimize", "positional_restraints", "check_options"]

@@ -20,6 +20,7 @@ from .terms.pairwise import PairCache, PairDistance
 DEFAULT_SKIN = 0.1  # nm
 _CHUNK_ELEMENTS = 1 << 21  # candidate pairs examined at once while building
 _REACH = 2  # cells are (cutoff + skin) / _REACH wide, and _REACH cells each way are searched
+_MAX_CELLS = 2**20  # cells along an axis at most (wider cells are as correct), so that cell keys fit in int64
 
 
 def pair_keys(pairs, n_atoms):
@@ -140,11 +141,11 @@ class NeighborList:
             fractional = x @ torch.linalg.inv(box)
             whole = torch.floor(fractional)  # box vectors from each atom's copy in the box to the atom
             fractional = fractional - whole
-            cells = torch.floor(_widths(box) / (reach / _REACH)).long().clamp(min=1)
+            cells = torch.floor(_widths(box) / (reach / _REACH)).clamp(1, _MAX_CELLS).long()
         else:
             low = x.min(0).values
             extent = x.max(0).values - low
-            cells = torch.floor(extent / (reach / _REACH)).long().clamp(min=1)
+            cells = torch.floor(extent / (reach / _REACH)).clamp(1, _MAX_CELLS).long()
             fractional = ((x - low) / extent.clamp(min=1e-12)).clamp(max=1 - 1e-12)
         cells_list = [int(c) for c in cells]
         if self.periodic and min(cells_list) < 2 * _REACH + 1:
@@ -152,7 +153,9 @@ class NeighborList:
             return self._search_all(x, box), None
         coordinate = torch.minimum(torch.floor(fractional * cells).long(), cells - 1)  # (N, 3)
         cell = (coordinate[:, 0] * cells[1] + coordinate[:, 1]) * cells[2] + coordinate[:, 2]
-        n_cells = cells_list[0] * cells_list[1] * cells_list[2]
+        # Only the cells holding atoms are stored (a few atoms far apart would otherwise need billions of cells).
+        occupied, cell = torch.unique(cell, return_inverse=True)  # sorted keys of the occupied cells
+        n_cells = occupied.numel()
         order = torch.argsort(cell)
         counts = torch.bincount(cell, minlength=n_cells)
         start = torch.cumsum(counts, 0) - counts
@@ -165,28 +168,32 @@ class NeighborList:
         # Coordinates of each cell's atoms (single precision is enough to choose pairs: see the margin in
         # _reach2). Empty slots lie far away, on opposite sides in the searching and the searched cell, so that
         # they are never within reach of anything, each other included.
+        # ("Far" is beyond any cutoff: 1e4 nm would be within reach of a cutoff of 1e6 nm. Coordinates beyond
+        # 1e4 nm, where single precision cannot resolve a cutoff, are compared in the positions' precision.)
+        far = 4.0 * (float(x.abs().max()) + reach + (float(box.abs().sum()) if self.periodic else 0.0)) + 1e4
+        precision = torch.float32 if far < 1e5 else x.dtype
         filled = table >= 0
-        searched = torch.full((3, n_cells + 1, width), 1e4, dtype=torch.float32, device=x.device)
-        searched[:, filled] = x.float()[table[filled]].T
-        searching = torch.where(filled, searched, -1e4)  # (3, cells + 1, width): one component at a time
-        grid = torch.stack(torch.meshgrid(*[torch.arange(c, device=x.device) for c in cells_list], indexing="ij"),
-                           dim=-1).reshape(-1, 3)  # (n_cells, 3) coordinates of each cell
+        searched = torch.full((3, n_cells + 1, width), far, dtype=precision, device=x.device)
+        searched[:, filled] = x.to(precision)[table[filled]].T
+        searching = torch.where(filled, searched, -far)  # (3, cells + 1, width): one component at a time
+        grid = torch.stack([occupied // (cells[1] * cells[2]), occupied // cells[2] % cells[1], occupied % cells[2]],
+                           dim=-1)  # (n_cells, 3) coordinates of each occupied cell
         rows = max(1, _CHUNK_ELEMENTS // (width * width))  # cells searched at once
         found, images = [], []
         for offset in _half_shell(x.device):
             neighbour = grid + offset
             if self.periodic:
                 wraps = torch.div(neighbour, cells, rounding_mode="floor")
-                shift = wraps.float() @ box.float()
+                shift = wraps.to(precision) @ box.to(precision)
                 neighbour = neighbour - wraps * cells
-                valid = None
+                valid = torch.ones(n_cells, dtype=torch.bool, device=x.device)
             else:
                 wraps = None
-                shift = torch.zeros(n_cells, 3, device=x.device)
+                shift = torch.zeros(n_cells, 3, dtype=precision, device=x.device)
                 valid = ((neighbour >= 0) & (neighbour < cells)).all(-1)
-            index = (neighbour[:, 0] * cells[1] + neighbour[:, 1]) * cells[2] + neighbour[:, 2]
-            if valid is not None:
-                index = torch.where(valid, index, n_cells)
+            key = (neighbour[:, 0] * cells[1] + neighbour[:, 1]) * cells[2] + neighbour[:, 2]
+            index = torch.searchsorted(occupied, key).clamp(max=n_cells - 1)
+            index = torch.where(valid & (occupied.index_select(0, index) == key), index, n_cells)
             for first in range(0, n_cells, rows):
                 block = slice(first, min(first + rows, n_cells))
                 squared = 0

@@ -9,13 +9,16 @@ that is a multiple of the interval. Reporters given a path open (and own) the fi
 import openmm.app as app
 import openmm.unit as unit
 
+from . import checks
+from .errors import ArgumentError
+
 
 class _Reporter:
     def __init__(self, file, report_interval, mode):
-        if int(report_interval) < 1:
-            raise ValueError(f"report_interval must be a positive number of steps, got {report_interval}.")
-        self.report_interval = int(report_interval)
+        self.report_interval = check_interval(report_interval, type(self).__name__)
         self._own = isinstance(file, (str, bytes)) or hasattr(file, "__fspath__")
+        if not self._own and not hasattr(file, "write"):
+            raise ArgumentError("file", file, "a path or an open file", type(self).__name__)
         self._out = open(file, mode) if self._own else file
 
     def close(self):
@@ -78,6 +81,8 @@ class StateDataReporter(_Reporter):
 
 class _TrajectoryReporter(_Reporter):
     def __init__(self, file, report_interval, mode, replica):
+        if replica is not None:
+            checks.integer("replica", replica, low=0, owner=type(self).__name__)
         super().__init__(file, report_interval, mode)
         self._replica = replica
 
@@ -146,9 +151,7 @@ class CheckpointReporter:
     """Writes `simulation.save_checkpoint(file)` every `report_interval` steps, so a run can resume."""
 
     def __init__(self, file, report_interval):
-        if int(report_interval) < 1:
-            raise ValueError(f"report_interval must be a positive number of steps, got {report_interval}.")
-        self.file, self.report_interval = file, int(report_interval)
+        self.file, self.report_interval = file, check_interval(report_interval, "CheckpointReporter")
 
     def report(self, simulation):
         simulation.save_checkpoint(self.file)
@@ -157,4 +160,9 @@ class CheckpointReporter:
         pass
 
 
-__all__ = ["StateDataReporter", "PDBReporter", "DCDReporter", "CheckpointReporter"]
+def check_interval(report_interval, owner=None):
+    """report_interval checked to be an integer >= 1 (steps); raises ArgumentError."""
+    return checks.integer("report_interval", report_interval, low=1, unit="(steps)", owner=owner)
+
+
+__all__ = ["StateDataReporter", "PDBReporter", "DCDReporter", "CheckpointReporter", "check_interval"]

@@ -9,12 +9,14 @@ autograd.
 import os
 
 import numpy as np
+import openmm
 import openmm.app as app
 import openmm.unit as unit
 import torch
 
+from . import checks
 from . import forcefield as ff
-from .errors import StructureError, UnsupportedForceError
+from .errors import ArgumentError, StructureError, UnsupportedForceError, one_line
 from .io import read_structure
 from .terms import NO_ENERGY, build_term
 from .terms.units import strip
@@ -33,7 +35,10 @@ class System:
     """
 
     def __init__(self, openmm_system, topology=None, positions=None, device=None, dtype=torch.float64):
-        device = torch.device(device) if device is not None else torch.device("cpu")
+        device = checks.device(device, owner="System")
+        checks.dtype(dtype, owner="System")
+        if not isinstance(openmm_system, openmm.System):
+            raise ArgumentError("openmm_system", openmm_system, "an openmm.System", "System")
         n = openmm_system.getNumParticles()
         if any(openmm_system.isVirtualSite(p) for p in range(n)):
             raise UnsupportedForceError("virtual sites (e.g. TIP4P/TIP5P water) are not supported yet.")
@@ -43,6 +48,7 @@ class System:
         self.masses = torch.tensor([strip(openmm_system.getParticleMass(p)) for p in range(n)], dtype=dtype,
                                    device=device)
         default_box = [strip(v) for v in openmm_system.getDefaultPeriodicBoxVectors()]
+        _check_cutoffs(openmm_system, default_box)
         self.terms = {}
         for force in openmm_system.getForces():
             if isinstance(force, NO_ENERGY):
@@ -59,7 +65,13 @@ class System:
         if positions is not None:
             if unit.is_quantity(positions):
                 positions = positions.value_in_unit(unit.nanometer)
-            self.positions = torch.as_tensor(np.asarray(positions, dtype=np.float64), dtype=dtype, device=device)
+            positions = np.asarray(positions, dtype=np.float64)
+            if positions.shape != (n, 3):
+                raise ArgumentError("positions", positions, f"an (N, 3) array in nm with N = {n} atoms", "System",
+                                    shown=f"shape {positions.shape}")
+            if not np.isfinite(positions).all():
+                raise ArgumentError("positions", positions, "finite (nm)", "System", shown="NaN or inf")
+            self.positions = torch.as_tensor(positions, dtype=dtype, device=device)
 
     @property
     def n_atoms(self):
@@ -80,29 +92,43 @@ class System:
 
     @classmethod
     def from_pdb(cls, path, forcefield=("amber14-all.xml", "implicit/obc2.xml"), nonbonded_method="nocutoff",
-                 cutoff=1.0, add_hydrogens=False, constraints=None, device=None, dtype=torch.float64):
+                 cutoff=1.0, add_hydrogens=False, constraints=None, device=None, dtype=torch.float64,
+                 ewald_error_tolerance=0.0005, trust_scripts=False):
         """Read a PDB or PDBx/mmCIF file and parameterize it with OpenMM's ForceField.
 
         forcefield: XML file names (OpenMM's bundled ones or paths). nonbonded_method: 'nocutoff', 'cutoff'
         (periodic when the file has a box, else non-periodic), 'cutoff_nonperiodic', 'cutoff_periodic' or
-        'pme'. cutoff: nm. constraints: None, 'hbonds', 'allbonds',
-        'hangles' (recorded in `openmm_system`; energies are unaffected).
-        Raises StructureError for bad files and ParameterizationError for residues the force field cannot match.
+        'pme'. cutoff: nm, in [1e-6, 1e6] (periodic: at most half the box's smallest width). constraints: None,
+        'hbonds', 'allbonds', 'hangles' (recorded in `openmm_system`; energies are unaffected).
+        ewald_error_tolerance: PME's relative accuracy, in (0, 1). device: 'cpu' or an available 'cuda[:k]'.
+        dtype: torch.float64 or float32.
+        trust_scripts: allow force-field files (other than OpenMM's own) that hold Python code, which OpenMM runs
+        (<Script>); refused by default.
+        Raises ArgumentError for bad options, StructureError for bad files, UnsafeInputError for force-field
+        files with code and ParameterizationError for residues the force field cannot match.
         """
+        ff.check_system_options(nonbonded_method, cutoff, constraints, ewald_error_tolerance)
+        checks.device(device)
+        checks.dtype(dtype)
         topology, positions = read_structure(path)
         system, topology, positions = ff.parameterize(
             topology, positions, forcefield, nonbonded_method=nonbonded_method, cutoff=cutoff,
-            add_hydrogens=add_hydrogens, constraints=constraints)
+            add_hydrogens=add_hydrogens, constraints=constraints, ewald_error_tolerance=ewald_error_tolerance,
+            trust_scripts=trust_scripts, source=path)
         return cls(system, topology, positions, device, dtype)
 
     @classmethod
     def from_amber(cls, prmtop, inpcrd=None, nonbonded_method="nocutoff", cutoff=1.0, implicit_solvent=None,
-                   constraints=None, device=None, dtype=torch.float64):
+                   constraints=None, device=None, dtype=torch.float64, ewald_error_tolerance=0.0005):
         """From AMBER prmtop (and optional inpcrd/rst7) files through OpenMM's AmberPrmtopFile.
 
         implicit_solvent: None or an OpenMM model name: 'OBC2' (OpenMM's built-in GBSAOBCForce), 'HCT', 'OBC1',
-        'GBn' or 'GBn2' (CustomGBForces). cutoff: nm.
+        'GBn' or 'GBn2' (CustomGBForces). Other options as for `from_pdb`.
         """
+        ff.check_system_options(nonbonded_method, cutoff, constraints, ewald_error_tolerance)
+        checks.choice("implicit_solvent", implicit_solvent, (None, "OBC2", "HCT", "OBC1", "GBn", "GBn2"))
+        checks.device(device)
+        checks.dtype(dtype)
         for path in (prmtop, inpcrd):
             if path is not None and not os.path.isfile(path):
                 raise StructureError(f"{path}: no such file.")
@@ -110,14 +136,17 @@ class System:
             parm = app.AmberPrmtopFile(str(prmtop))
             coordinates = app.AmberInpcrdFile(str(inpcrd)) if inpcrd is not None else None
         except Exception as error:
-            raise StructureError(f"could not read AMBER files {prmtop}, {inpcrd}: {error}") from error
+            raise StructureError(f"could not read AMBER files {prmtop}, {inpcrd}: {one_line(error)}") from error
         topology = parm.topology
         if coordinates is not None and coordinates.boxVectors is not None:
             topology.setPeriodicBoxVectors(coordinates.boxVectors)
         method = ff.resolve_nonbonded_method(nonbonded_method, topology)
+        if method in (app.CutoffPeriodic, app.PME):
+            ff.check_cutoff_fits_box(cutoff, topology.getPeriodicBoxVectors().value_in_unit(unit.nanometer))
         solvent = getattr(app, implicit_solvent) if implicit_solvent is not None else None
         system = parm.createSystem(nonbondedMethod=method, nonbondedCutoff=cutoff * unit.nanometer,
-                                   implicitSolvent=solvent, constraints=ff.CONSTRAINTS[constraints])
+                                   implicitSolvent=solvent, constraints=ff.CONSTRAINTS[constraints],
+                                   ewaldErrorTolerance=ewald_error_tolerance)
         if coordinates is not None and coordinates.boxVectors is not None:
             system.setDefaultPeriodicBoxVectors(*coordinates.boxVectors)
         return cls(system, topology, coordinates.positions if coordinates is not None else None, device, dtype)
@@ -168,6 +197,20 @@ class System:
     def __repr__(self):
         return (f"System({self.n_atoms} atoms, terms={list(self.terms)}, device={self.device}, "
                 f"dtype={self.dtype})")
+
+
+def _check_cutoffs(openmm_system, box):
+    """Each force's cutoff (where its method uses one; NoCutoff is 0 in every OpenMM force): in [1e-6, 1e6] nm
+    (`forcefield.check_cutoff`) and, with periodic boundary conditions, at most half the box's smallest width, as
+    OpenMM requires."""
+    for force in openmm_system.getForces():
+        if not (hasattr(force, "getCutoffDistance") and hasattr(force, "getNonbondedMethod")) or \
+                force.getNonbondedMethod() == 0:
+            continue
+        name = f"{type(force).__name__} cutoff"
+        cutoff = ff.check_cutoff(strip(force.getCutoffDistance()), name, "System")
+        if force.usesPeriodicBoundaryConditions():
+            ff.check_cutoff_fits_box(cutoff, box, name=name, owner="System")
 
 
 __all__ = ["System"]

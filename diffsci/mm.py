@@ -7,10 +7,21 @@
 
 Energies in kJ/mol, lengths in nm, time in ps (OpenMM's units). `bio` (torch, OpenMM) is imported only when a
 job runs, so that `diffsci --help` stays fast.
+
+Options are checked by bio's own argument checks, all before the work starts; bad input (an option out of
+range, a bad or missing file, a force-field file with a <Script>, which is refused unless
+--trust-forcefield-scripts) ends with exit code 1 and a one-line message naming the option or file, never a
+traceback (an unexpected internal error also prints one line; DIFFSCI_TRACEBACK=1 shows its traceback).
 """
 
 import os
 import sys
+
+# bio's argument names -> the options that set them, so that messages name what the user typed.
+_OPTIONS = {"cutoff": "--cutoff", "nonbonded_method": "--nonbonded-method", "constraints": "--constraints",
+            "forcefield": "--forcefield", "device": "--device", "tolerance": "--tolerance", "max_steps": "--max-steps",
+            "steps": "--steps", "temperature": "--temperature", "friction": "--friction", "step_size": "--step-size",
+            "report_interval": "--report-interval", "seed": "--seed"}
 
 
 def add_arguments(parser):
@@ -47,9 +58,24 @@ def run(args):
 
     try:
         return args.job_run(args)
+    except bio.ArgumentError as error:
+        option = _OPTIONS.get(error.argument)
+        return _fail(args, error.message(option) if option else str(error))
     except (bio.BioError, NonFiniteError, ValueError, OSError) as error:
-        print(f"diffsci mm {args.job}: error: {error}", file=sys.stderr)
-        return 1
+        return _fail(args, str(error))
+    except KeyboardInterrupt:
+        return _fail(args, "interrupted" + (f" (the last checkpoint is in {args.checkpoint})"
+                                            if getattr(args, "checkpoint", None) else ""), 130)
+    except Exception as error:
+        if os.environ.get("DIFFSCI_TRACEBACK"):
+            raise
+        return _fail(args, f"internal error, a bug in diffsci ({type(error).__name__}: {error}); please report it "
+                     "with the command line (DIFFSCI_TRACEBACK=1 shows the traceback).")
+
+
+def _fail(args, message, code=1):
+    print(f"diffsci mm {args.job}: error: " + " ".join(message.split()), file=sys.stderr)
+    return code
 
 
 def _system_arguments(parser, constraints="none"):
@@ -63,7 +89,28 @@ def _system_arguments(parser, constraints="none"):
     parser.add_argument("--constraints", choices=["none", "hbonds", "allbonds", "hangles"], default=constraints,
                         help=f"bond constraints (default {constraints})")
     parser.add_argument("--add-hydrogens", action="store_true", help="add missing hydrogens (pH 7) first")
-    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--device", default="cpu", help="torch device: cpu (default), cuda, cuda:1, ...")
+    parser.add_argument("--trust-forcefield-scripts", action="store_true",
+                        help="allow force-field files (other than OpenMM's own) with <Script> elements: OpenMM runs "
+                             "them as Python code. Refused by default")
+
+
+def _check_options(args):
+    """Check the options the system needs, and the output files' directories, before any work starts."""
+    from bio import checks
+    from bio.forcefield import check_system_options
+
+    check_system_options(args.nonbonded_method, args.cutoff, _constraints(args))
+    checks.device(args.device)
+    for option in ("out", "checkpoint"):
+        path = getattr(args, option, None)
+        if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            raise ValueError(f"--{option} {path}: the directory {os.path.dirname(os.path.abspath(path))} does not "
+                             "exist.")
+
+
+def _constraints(args):
+    return None if args.constraints == "none" else args.constraints
 
 
 def _system(args):
@@ -71,16 +118,18 @@ def _system(args):
 
     return bio.System.from_pdb(args.structure, forcefield=tuple(args.forcefield),
                                nonbonded_method=args.nonbonded_method, cutoff=args.cutoff,
-                               add_hydrogens=args.add_hydrogens,
-                               constraints=None if args.constraints == "none" else args.constraints,
-                               device=args.device)
+                               add_hydrogens=args.add_hydrogens, constraints=_constraints(args), device=args.device,
+                               trust_scripts=args.trust_forcefield_scripts)
 
 
 def _minimize(args):
     import bio
     import openmm.app as app
     import openmm.unit as unit
+    from bio.minimize import check_options
 
+    _check_options(args)
+    check_options(args.tolerance, args.max_steps)
     system = _system(args)
     result = bio.minimize(system, tolerance=args.tolerance, max_steps=args.max_steps)
     print(f"atoms: {system.n_atoms}")
@@ -98,9 +147,16 @@ def _minimize(args):
 
 def _md(args):
     import bio
+    from bio import checks
+    from bio.reporters import check_interval
 
-    system = _system(args)
+    _check_options(args)
+    checks.integer("steps", args.steps, low=0)
+    check_interval(args.report_interval)
+    checks.seed(args.seed)
+    _trajectory_format(args.out)
     integrator = bio.LangevinMiddleIntegrator(args.temperature, args.friction, args.step_size)
+    system = _system(args)
     simulation = bio.Simulation(system, integrator, seed=args.seed)
     resumed = args.checkpoint is not None and os.path.exists(args.checkpoint)
     if resumed:
@@ -126,15 +182,19 @@ def _md(args):
     return 0
 
 
+def _trajectory_format(path):
+    extension = os.path.splitext(path)[1].lower() if path else None
+    if path and extension not in (".dcd", ".pdb"):
+        raise ValueError(f"--out {path}: unknown trajectory format {extension!r}; use .dcd or .pdb.")
+    return extension
+
+
 def _trajectory_reporter(path, interval, append):
     import bio
 
-    extension = os.path.splitext(path)[1].lower()
-    if extension == ".dcd":
+    if _trajectory_format(path) == ".dcd":
         return bio.DCDReporter(path, interval, append=append and os.path.exists(path))
-    if extension == ".pdb":
-        if append:
-            raise ValueError(f"{path}: a PDB trajectory cannot be continued; use a .dcd file with --checkpoint.")
-        return bio.PDBReporter(path, interval)
-    raise ValueError(f"{path}: unknown trajectory format {extension!r}; use .dcd or .pdb.")
+    if append:
+        raise ValueError(f"{path}: a PDB trajectory cannot be continued; use a .dcd file with --checkpoint.")
+    return bio.PDBReporter(path, interval)
 

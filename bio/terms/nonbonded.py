@@ -24,12 +24,14 @@ import openmm
 import torch
 
 from ..constants import COULOMB
-from ..errors import UnsupportedForceError
+from ..errors import ArgumentError, UnsupportedForceError
 from ..neighbors import NeighborList, pair_keys
 from .geometry import displacement
 from .pairwise import PairCache, PairRows, pair_energy
 from .pme import ReciprocalSpace, pme_parameters
 from .units import strip
+
+MAX_PME_GRID_POINTS = 2**28  # 2 GiB per float64 mesh
 
 _METHODS = {
     openmm.NonbondedForce.NoCutoff: "nocutoff",
@@ -273,6 +275,14 @@ class NonbondedForce:
                 if default_box is None:
                     raise UnsupportedForceError("NonbondedForce: PME needs the system's default box vectors.")
                 alpha, grid = pme_parameters(self.cutoff, default_box, force.getEwaldErrorTolerance())
+                if math.prod(grid) > MAX_PME_GRID_POINTS:  # (tiny cutoffs: grids of many GB, never a useful run)
+                    need = self.cutoff * (math.prod(grid) / MAX_PME_GRID_POINTS) ** (1 / 3)
+                    raise ArgumentError("cutoff", self.cutoff, f"at least {need:.3g} nm for PME in this box (OpenMM's "
+                                        f"grid for it is {'x'.join(map(str, grid))}, over 2**28 points)",
+                                        "NonbondedForce")
+            if math.prod(grid) > MAX_PME_GRID_POINTS:
+                raise UnsupportedForceError(f"NonbondedForce: the PME grid {'x'.join(map(str, grid))} has over 2**28 "
+                                            "points; use a coarser grid (setPMEParameters).")
             self.reciprocal = ReciprocalSpace(alpha, grid, COULOMB, device, dtype)
             self.excluded = torch.stack([excluded // n, excluded % n]).to(device)
         self.pair = NonbondedPair(self.cutoff, self.switch_distance, reaction_field, self.alpha)

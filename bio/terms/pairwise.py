@@ -14,6 +14,8 @@ atoms) for the nonbonded energy and forces in one pass, with few gathers and sca
 the parameters are unchanged and need no gradient.
 """
 
+import math
+
 import torch
 
 CHUNK_ELEMENTS = 1 << 15  # pair values computed at once (in float64, 256 KiB per array: fits the CPU cache)
@@ -70,10 +72,11 @@ class PairDistance(torch.autograd.Function):
     @staticmethod
     def forward(ctx, positions, i, j, shift):
         batch, count = positions.shape[:-2], i.shape[0]
+        rows = math.prod(batch)  # (not r.view(-1, count): ambiguous when there are no pairs)
         r = positions.new_empty(*batch, count)
-        unit = positions.new_empty(r.view(-1, count).shape[0], 3, count)  # components first, as gathered
+        unit = positions.new_empty(rows, 3, count)  # components first, as gathered
         for b, part, d in _displacements(positions, i, j, shift):
-            length = torch.sqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2], out=r.view(-1, count)[b, part])
+            length = torch.sqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2], out=r.view(rows, count)[b, part])
             inverse = 1 / length
             for k in range(3):
                 torch.mul(d[k], inverse, out=unit[b, k, part])
@@ -93,7 +96,7 @@ class PairDistance(torch.autograd.Function):
             grad_positions, grad_shift = [next(found) if need else None for need in needs]
             return grad_positions, None, None, grad_shift
         count = i.shape[0]
-        grad = grad.reshape(-1, count)
+        grad = grad.reshape(unit.shape[0], count)
         to_j = positions.new_zeros(unit.shape[0], 3, positions.shape[-2]) if needs[0] else None
         to_i = torch.zeros_like(to_j) if needs[0] else None
         grad_shift = torch.empty_like(unit) if needs[1] else None
@@ -321,7 +324,7 @@ def _in_chunks(function, inputs, outputs):
     operations on whole arrays."""
     shape = torch.broadcast_shapes(*(x.shape for x in inputs))
     reference = inputs[0]
-    flat = [x.expand(shape).reshape(-1, shape[-1]) for x in inputs]
+    flat = [x.expand(shape).reshape(math.prod(shape[:-1]), shape[-1]) for x in inputs]  # (no -1: P may be 0)
     pieces = _pieces(flat[0].shape[0], shape[-1], reference.device)
     if len(pieces) == 1:
         return function(*inputs)
