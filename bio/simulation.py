@@ -13,7 +13,6 @@ the system's. Constraints (`constraints=` when building the System) are enforced
 CMMotionRemover in the OpenMM system removes the centre-of-mass velocity every `frequency` steps, as in OpenMM.
 """
 
-import os
 from dataclasses import replace
 
 import numpy as np
@@ -22,12 +21,16 @@ import openmm.unit as unit
 import torch
 from tqdm.auto import tqdm
 
+from inference import checkpoint as checkpoints
+
+from . import checks
 from .constraints import Constraints
-from .errors import BioError, ConstraintError
+from .errors import ArgumentError, BioError, ConstraintError
 from .integrators import BOLTZMANN, State, kinetic_energy
 from .minimize import minimize, positions_tensor
+from .system import System
 
-_CHECKPOINT_FORMAT = "diffsci.bio.Simulation checkpoint 1"
+_CHECKPOINT_VERSION = 2
 
 
 class Simulation:
@@ -45,13 +48,22 @@ class Simulation:
     """
 
     def __init__(self, system, integrator, positions=None, velocities=None, seed=None):
+        if not isinstance(system, System):
+            raise ArgumentError("system", system, "a bio.System (e.g. bio.System.from_openmm(openmm_system))",
+                                "Simulation", shown=type(system).__module__ + "." + type(system).__name__)
+        if not all(hasattr(integrator, name) for name in ("step", "step_size", "constraint_tolerance",
+                                                          "kinetic_energy_shift")):
+            raise ArgumentError("integrator", integrator, "a bio integrator (bio.VerletIntegrator or "
+                                "bio.LangevinMiddleIntegrator; OpenMM's integrators cannot drive a bio.Simulation)",
+                                "Simulation", shown=type(integrator).__module__ + "." + type(integrator).__name__)
+        seed = checks.seed(seed, owner="Simulation")
         self.system, self.integrator = system, integrator
         self.constraints = Constraints.from_system(system)
         self.generator = torch.Generator(device=system.device)
         if seed is None:
             self.generator.seed()
         else:
-            self.generator.manual_seed(int(seed))
+            self.generator.manual_seed(seed)
         self.reporters = []
         removers = [f for f in system.openmm_system.getForces() if isinstance(f, openmm.CMMotionRemover)]
         self._cm_frequency = removers[0].getFrequency() if removers else 0
@@ -108,6 +120,8 @@ class Simulation:
     def set_velocities_to_temperature(self, temperature):
         """Draw Maxwell-Boltzmann velocities at `temperature` (K) from the simulation's random stream, then
         remove the velocity components along constraints and (with a CMMotionRemover) the centre-of-mass motion."""
+        temperature = checks.number("temperature", temperature, low=0, low_inclusive=True, unit="K",
+                                    owner="set_velocities_to_temperature")
         scale = (BOLTZMANN * temperature * self.constraints.inverse_masses).sqrt()[:, None]
         noise = torch.randn(self.positions.shape, generator=self.generator, dtype=self.positions.dtype,
                             device=self.positions.device)
@@ -120,8 +134,10 @@ class Simulation:
     # ---- running ----------------------------------------------------------------------------------------
 
     def step(self, steps, progress=False):
-        """Advance `steps` integration steps, calling reporters; a tqdm bar with energy and temperature if
-        `progress`. Raises ConstraintError if the energy becomes NaN/inf (the message names the step)."""
+        """Advance `steps` integration steps (an integer >= 0; 0 does nothing), calling reporters; a tqdm bar with
+        energy and temperature if `progress`. Raises ArgumentError for a bad `steps` and ConstraintError if the
+        energy becomes NaN/inf (the message names the step)."""
+        steps = checks.integer("steps", steps, low=0, owner="Simulation.step")
         every = max(1, steps // 100)
         with tqdm(total=steps, desc="md", disable=not progress) as bar:
             for n in range(1, steps + 1):
@@ -154,33 +170,47 @@ class Simulation:
     # ---- checkpoints ------------------------------------------------------------------------------------
 
     def save_checkpoint(self, path):
-        """Write positions, velocities, step, time and the random stream's state to `path` (torch.save,
-        written to a temporary file first so an interrupt never leaves a broken checkpoint)."""
+        """Write positions (nm), velocities (nm/ps), step, time (ps) and the random stream's state to `path` with
+        `inference.checkpoint.save` (through a temporary file, so an interrupt never leaves a broken checkpoint),
+        with a fingerprint of what they continue: the system (number of atoms, dtype, force terms, a hash of the
+        force parameters and masses, number of constraints) and the integrator (type and settings)."""
         state = self._state
-        data = {"format": _CHECKPOINT_FORMAT, "positions": state.positions, "velocities": state.velocities,
-                "step": state.step, "time": state.time, "rng_state": self.generator.get_state()}
-        temporary = f"{path}.tmp"
-        torch.save(data, temporary)
-        os.replace(temporary, path)
+        data = {"positions": state.positions, "velocities": state.velocities, "step": state.step,
+                "time": state.time, "rng_state": self.generator.get_state()}
+        checkpoints.save(path, "MD", _CHECKPOINT_VERSION, self._fingerprint(), data)
 
     def load_checkpoint(self, path):
         """Restore a `save_checkpoint` file (loaded with weights_only=True); continuing then reproduces the
         uninterrupted run bit for bit on the same device (on CUDA, under ``torch.use_deterministic_algorithms(True)``:
-        otherwise CUDA's scatter-adds of forces sum in a varying order, which changes the last bits)."""
+        otherwise CUDA's scatter-adds of forces sum in a varying order, which changes the last bits).
+
+        Raises:
+            BioError: the file is unreadable (missing, empty, truncated, another kind of checkpoint), or was
+                written for another system or integrator (the message names what differs).
+        """
         try:
-            data = torch.load(path, map_location=self.system.device, weights_only=True)
-        except Exception as error:  # torch raises pickle/zip/OS errors of many kinds
-            raise BioError(f"{path}: not a readable checkpoint ({type(error).__name__}: {error}).") from error
-        if not isinstance(data, dict) or data.get("format") != _CHECKPOINT_FORMAT:
-            raise BioError(f"{path}: not a bio.Simulation checkpoint (written by Simulation.save_checkpoint).")
-        positions = data["positions"].to(self.system.dtype)
-        if positions.shape[-2:] != (self.system.n_atoms, 3):
-            raise BioError(f"{path}: checkpoint holds positions of shape {tuple(positions.shape)}; this system has "
-                           f"{self.system.n_atoms} atoms.")
+            data = checkpoints.load(path, "MD", _CHECKPOINT_VERSION, map_location=self.system.device)
+            checkpoints.check(path, data, self._fingerprint(), "Resume with the system and integrator it was "
+                              "written for, or start afresh.")
+        except checkpoints.CheckpointError as error:
+            raise BioError(str(error)) from None
         self.generator.set_state(data["rng_state"].cpu())
+        positions = data["positions"]
         energy, forces = self._evaluate(positions)
-        self._state = State(positions, data["velocities"].to(self.system.dtype), forces, energy, int(data["step"]),
-                            float(data["time"]))
+        self._state = State(positions, data["velocities"], forces, energy, int(data["step"]), float(data["time"]))
+
+    def _fingerprint(self):
+        """What a checkpoint of this simulation continues (see `save_checkpoint`)."""
+        system, integrator = self.system, self.integrator
+        fingerprint = {"the number of atoms": system.n_atoms, "dtype": str(system.dtype),
+                       "the force terms": tuple(system.terms),
+                       "the hash of the force parameters": checkpoints.digest(system.parameters),
+                       "the hash of the masses": checkpoints.digest(system.masses),
+                       "the number of constraints": self.constraints.n_constraints,
+                       "the integrator": type(integrator).__name__}
+        for name, value in vars(integrator).items():
+            fingerprint[f"the integrator's {name}"] = checkpoints.plain(value)
+        return fingerprint
 
     # ---- internals --------------------------------------------------------------------------------------
 

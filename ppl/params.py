@@ -38,6 +38,10 @@ def _constraint_to_spec(constraint, param_name):
 
 
 def _constraint_from_spec(spec):
+    """The constraint a saved spec names; only names of ``ppl.constraints`` are looked up (a file is data)."""
+    if not isinstance(spec, dict) or spec.get("name") not in constraints.__all__:
+        shown = spec.get("name") if isinstance(spec, dict) else spec
+        raise PPLError(f"param store state: unknown constraint {shown!r}; expected one of ppl.constraints' names")
     factory = getattr(constraints, spec["name"])
     args = {key: value for key, value in spec.items() if key != "name"}
     if not args:
@@ -153,8 +157,22 @@ class ParamStore:
         torch.save(self.get_state(), path)
 
     def load(self, path, map_location=None):
-        """Add (replacing same-named ones) the parameters saved in ``path``; loads with ``weights_only=True``."""
-        self.set_state(torch.load(path, map_location=map_location, weights_only=True))
+        """Add (replacing same-named ones) the parameters saved in ``path``; loads with ``weights_only=True``.
+
+        Raises:
+            PPLError: ``path`` is missing, unreadable or not a file written by :meth:`save` (the message names it).
+        """
+        try:
+            state = torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as error:  # torch raises OS, zip-archive and unpickling errors of many kinds
+            raise PPLError(
+                f"ParamStore.load: {path} is not a readable param store file ({type(error).__name__}: it is missing, "
+                "empty, truncated or holds more than tensors, numbers and strings); give a file written by "
+                "ParamStore.save."
+            ) from None
+        if not isinstance(state, dict) or set(state) != {"params", "constraints"}:
+            raise PPLError(f"ParamStore.load: {path} is not a param store file (one written by ParamStore.save).")
+        self.set_state(state)
 
 
 _PARAM_STORE = ParamStore()

@@ -24,6 +24,7 @@ FORBIDDEN = {
 # The model-free core of inference depends on torch alone: any package may use it on a plain potential.
 MODEL_FREE = (
     "inference/optim",
+    "inference/checkpoint",
     "inference/implicit",
     "inference/diagnostics",
     "inference/mcmc/hmc",
