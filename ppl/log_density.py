@@ -126,20 +126,27 @@ class Potential:
         model_args, model_kwargs: the arguments it is run with (data).
         init_strategy: an initialization strategy from :mod:`ppl.initialization` (default
             ``init_to_uniform``), used by :meth:`initial_params` and to set the potential up.
+        invalid_errors: the exceptions by which the model says that its density cannot be computed at a point (a
+            failed Cholesky factorization, a domain error; ``inference.mcmc`` passes its ``MODEL_ERRORS``): a
+            draw of the init strategy at which the model raises one is redrawn, to set the potential up (up to
+            100 draws) and in :meth:`initial_params`, as a draw with a non-finite potential is. A
+            :class:`ModelError` (a malformed model) always raises. Default: none.
 
     Raises:
-        ModelError: a latent site is discrete or its support has no bijection, two sites share a name, or a
-            site's log-density cannot be computed at setup (e.g. observed data outside the support).
+        ModelError: a latent site is discrete or its support has no bijection, two sites share a name, a
+            site's log-density cannot be computed at setup (e.g. observed data outside the support), or the model
+            raised one of ``invalid_errors`` at every draw at setup.
     """
 
-    def __init__(self, model, model_args=(), model_kwargs=None, init_strategy=init_to_uniform):
+    def __init__(self, model, model_args=(), model_kwargs=None, init_strategy=init_to_uniform, invalid_errors=()):
         self.model = model
         self.model_args = tuple(model_args)
         self.model_kwargs = dict(model_kwargs or {})
         self.init_strategy = init_strategy
+        self.invalid_errors = tuple(invalid_errors)
         self.latent_sites = {}
         start = 0
-        for name, site in self._init_trace().items():
+        for name, site in self._setup_trace().items():
             if site["type"] == "sample":
                 try:
                     site["fn"].log_prob(site["value"])
@@ -171,6 +178,21 @@ class Potential:
     def _init_trace(self):
         model = substitute(self.model, substitute_fn=self.init_strategy)
         return trace(model).get_trace(*self.model_args, **self.model_kwargs)
+
+    def _setup_trace(self, max_tries=100):
+        """The init strategy's run that sets the potential up, redrawn while the model raises ``invalid_errors``."""
+        for _ in range(max_tries):
+            try:
+                return self._init_trace()
+            except self.invalid_errors as error:
+                if isinstance(error, ModelError):
+                    raise
+                last = error
+        raise ModelError(
+            f"could not set the potential up: the model raised at all {max_tries} draws of the init strategy "
+            f"{getattr(self.init_strategy, '__name__', self.init_strategy)!r} (the last: {type(last).__name__}: "
+            f"{last}). Check why the model raises, or give valid values with init_to_value(values={{...}})."
+        ) from last
 
     def _run(self, z):
         handler = _Unconstrain(self.model, self.latent_sites, z)
@@ -233,9 +255,11 @@ class Potential:
 
         Returns shape ``(dim,)``, or ``(num_chains, dim)`` with an independent draw per chain.
 
+        A draw at which the model raises one of ``invalid_errors`` counts as a draw that is not finite.
+
         Raises:
             ModelError: no finite draw in ``max_tries``; the message names the sites whose log-density or
-                gradient is not finite.
+                gradient is not finite, and the error the model raised at the draws where it raised.
         """
         if num_chains is not None:
             return torch.stack([self.initial_params(max_tries=max_tries) for _ in range(num_chains)])
@@ -245,32 +269,47 @@ class Potential:
     def _find_initial_params(self, max_tries):
         if self.dim == 0:
             return self._flatten(self._init_trace())
+        not_finite, raised = None, []  # the last draw with a potential that is not finite; the errors raised
         for _ in range(max_tries):
-            z = self._flatten(self._init_trace()).detach().requires_grad_(True)
-            potential = self._potential(z)
-            (grad,) = torch.autograd.grad(potential, z, allow_unused=True)
+            try:
+                z = self._flatten(self._init_trace()).detach().requires_grad_(True)
+                potential = self._potential(z)
+                (grad,) = torch.autograd.grad(potential, z, allow_unused=True)
+            except self.invalid_errors as error:
+                if isinstance(error, ModelError):
+                    raise
+                raised.append(error)
+                continue
             grad = torch.zeros_like(z) if grad is None else grad
             if bool(torch.isfinite(potential)) and bool(torch.isfinite(grad).all()):
                 return z.detach()
-        raise ModelError(self._diagnose(z, grad, max_tries))
+            not_finite = (z, grad)
+        raise ModelError(self._diagnose(not_finite, raised, max_tries))
 
-    def _diagnose(self, z, grad, max_tries):
-        model_trace, _ = self._run(z.detach())
-        bad_density = [
-            name
-            for name, site in model_trace.items()
-            if site["type"] == "sample" and not bool(torch.isfinite(site["fn"].log_prob(site["value"])).all())
-        ]
-        bad_grad = [
-            name
-            for name, site in self.latent_sites.items()
-            if not bool(torch.isfinite(grad[site.start : site.stop]).all())
-        ]
-        return (
+    def _diagnose(self, not_finite, raised, max_tries):
+        message = (
             f"could not find initial values with a finite potential and gradient in {max_tries} tries "
             f"(init strategy {getattr(self.init_strategy, '__name__', self.init_strategy)!r}). "
-            f"Log-density not finite at: {', '.join(map(repr, bad_density)) or 'no site'}; "
-            f"gradient not finite for: {', '.join(map(repr, bad_grad)) or 'no site'}. "
-            "Check those sites' parameters and supports (and the data), or give valid values with "
-            "init_to_value(values={...})."
         )
+        if raised:
+            last = raised[-1]
+            message += f"The model raised at {len(raised)} of the draws (the last: {type(last).__name__}: {last}). "
+        if not_finite is not None:
+            z, grad = not_finite
+            model_trace, _ = self._run(z.detach())
+            bad_density = [
+                name
+                for name, site in model_trace.items()
+                if site["type"] == "sample" and not bool(torch.isfinite(site["fn"].log_prob(site["value"])).all())
+            ]
+            bad_grad = [
+                name
+                for name, site in self.latent_sites.items()
+                if not bool(torch.isfinite(grad[site.start : site.stop]).all())
+            ]
+            message += (
+                f"Log-density not finite at: {', '.join(map(repr, bad_density)) or 'no site'}; "
+                f"gradient not finite for: {', '.join(map(repr, bad_grad)) or 'no site'}. "
+            )
+        check = "those sites' parameters and supports (and the data)" if not_finite else "why the model raises"
+        return message + f"Check {check}, or give valid values with init_to_value(values={{...}})."

@@ -103,14 +103,15 @@ def welford_covariance(state, regularize=True):
     return cov
 
 
-def find_reasonable_step_size(potential_fn, z, potential, grad, step_size, inverse_mass_matrix, noise_fn):
+def find_reasonable_step_size(evaluate, z, potential, grad, step_size, inverse_mass_matrix, noise_fn):
     """Double or halve each chain's step size until one leapfrog step's acceptance crosses 0.8.
 
     As NumPyro's ``find_reasonable_step_size`` (Hoffman & Gelman 2014, Alg. 4): a chain starts at its
     ``step_size``, (C,), moves in the direction of its first acceptance test (up if exp(-dH) > 0.8, else down;
-    NaN counts as down) and stops at the first step size whose test points the other way, or at the float
-    range's limit. ``noise_fn(chains)`` returns standard-normal momentum noise (len(chains), D) for the listed
-    chains (each chain draws only while it searches). Returns the new step sizes, (C,).
+    NaN counts as down, as does a position where the model raised) and stops at the first step size whose test
+    points the other way, or at the float range's limit. ``evaluate``: positions -> (potential, gradient), an
+    ``integrator.PotentialAndGrad``. ``noise_fn(chains)`` returns standard-normal momentum noise (len(chains), D)
+    for the listed chains (each chain draws only while it searches). Returns the new step sizes, (C,).
     """
     finfo = torch.finfo(z.dtype)
     log_target = math.log(0.8)
@@ -126,7 +127,7 @@ def find_reasonable_step_size(potential_fn, z, potential, grad, step_size, inver
         h = torch.tensor([steps[c] for c in searching], dtype=z.dtype, device=z.device)
         inv_mass = inverse_mass_matrix[idx]
         r = momentum(sqrt_mass[idx], noise_fn(searching))
-        _, r_new, potential_new, _ = leapfrog(potential_fn, z[idx], r, grad[idx], h, inv_mass)
+        _, r_new, potential_new, _ = leapfrog(evaluate, z[idx], r, grad[idx], h, inv_mass)
         delta = (potential_new + kinetic_energy(inv_mass, r_new)) - (potential[idx] + kinetic_energy(inv_mass, r))
         going_up = (log_target < -delta).tolist()
         still = []

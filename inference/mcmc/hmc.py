@@ -7,6 +7,10 @@ no-U-turn tree in ``nuts.py``).
 Chains are vectorized: the potential takes positions (C, D) and returns energies (C,), chains independent;
 every chain has its own step size, mass matrix and trajectory, and its own ``torch.Generator``, from which it
 draws the same numbers whether it runs alone or batched with others.
+
+Model errors: where the potential raises one of ``integrator.MODEL_ERRORS`` (a Cholesky factorization that fails,
+a domain error), only the chains that raise are affected: their proposal is rejected and counted as divergent, as
+Stan and NumPyro do, and the iteration's ``model_error`` statistic says so (see ``integrator.PotentialAndGrad``).
 """
 
 import functools
@@ -18,7 +22,7 @@ import torch
 from inference.errors import NonFiniteError
 
 from .adaptation import AdaptState, WarmupAdapter, find_reasonable_step_size
-from .integrator import kinetic_energy, leapfrog, momentum, potential_and_grad
+from .integrator import PotentialAndGrad, kinetic_energy, leapfrog, momentum
 from .jit import JitStep
 
 MAX_DELTA_ENERGY = 1000.0  # a trajectory whose energy error exceeds this diverged (Stan, NumPyro)
@@ -63,7 +67,9 @@ class HMC:
         model: a ``ppl`` model; ``MCMC.run(*args, **kwargs)`` turns it into the potential of its continuous
             latent sites (``inference.mcmc.model``). Give either ``model`` or ``potential_fn``.
         potential_fn: U(z), positions (C, D) -> potential energies (C,) (negative log density up to a
-            constant); chains must not interact.
+            constant); chains must not interact. Where it raises one of ``integrator.MODEL_ERRORS``, the chains
+            that raise reject their proposal (a divergence); it may name exceptions that must raise all the same
+            in an attribute ``errors_to_raise`` (see ``integrator.PotentialAndGrad``).
         step_size: initial leapfrog step size (in the unit of z).
         trajectory_length: integration time per iteration; the number of steps is ceil(length / step size)
             and the step size is then shrunk so that steps x size = length (as NumPyro).
@@ -77,6 +83,10 @@ class HMC:
             into a TorchScript graph and replay it (see ``inference.mcmc.jit``: checked against the Python step,
             which it falls back to). None (default): on for a model, whose potential is pure torch by
             construction; off for a ``potential_fn``, which may call out of torch.
+
+    Attributes:
+        last_model_error: the exception behind the latest proposal rejected because the potential raised (see
+            ``sample``'s ``model_error``), or None.
     """
 
     def __init__(
@@ -117,6 +127,8 @@ class HMC:
         self.regularize_mass_matrix = regularize_mass_matrix
         self.init_strategy = init_strategy
         self.jit_compile = jit_compile
+        self.last_model_error = None
+        self._evaluate = None
         self._steps = {}
 
     # -- state ---------------------------------------------------------------------------------------------
@@ -126,7 +138,9 @@ class HMC:
         name = type(self).__name__
         if z.dim() != 2 or not z.is_floating_point():
             raise ValueError(f"{name}: initial positions must be a floating tensor (C, D); got {tuple(z.shape)}, {z.dtype}")
-        potential, grad = potential_and_grad(self.potential_fn, z)
+        evaluate = self._evaluator()
+        evaluate.raised.clear()
+        potential, grad = evaluate(z)
         if potential.dtype != z.dtype:
             raise ValueError(
                 f"{name}: potential_fn returned {potential.dtype} energies for {z.dtype} positions; give positions "
@@ -139,9 +153,12 @@ class HMC:
             )
         bad = (~(potential.isfinite() & grad.isfinite().all(-1))).nonzero().flatten().tolist()
         if bad:
+            raised = "".join(
+                f"; chain {c} raised {type(error).__name__}: {error}" for c, error in evaluate.raised.items()
+            )
             raise NonFiniteError(
                 f"{name}: the potential or its gradient is not finite at the initial positions of chain(s) {bad} "
-                f"(potential {potential[bad].tolist()}); start those chains inside the support"
+                f"(potential {potential[bad].tolist()}{raised}); start those chains inside the support"
             )
         adapter = self._adapter(num_warmup)
         step_size = torch.full_like(potential, self.step_size)
@@ -180,18 +197,27 @@ class HMC:
             return per_chain_normal(generators, chains, z.shape[1], z)
 
         def search(step_size, inverse_mass_matrix):
-            return find_reasonable_step_size(self.potential_fn, z, potential, grad, step_size, inverse_mass_matrix, noise)
+            return find_reasonable_step_size(
+                self._evaluator(), z, potential, grad, step_size, inverse_mass_matrix, noise
+            )
 
         return search
 
+    def _evaluator(self):
+        """The ``PotentialAndGrad`` of the current potential (one per potential: it collects ``raised``)."""
+        if self._evaluate is None or self._evaluate.potential_fn is not self.potential_fn:
+            self._evaluate = PotentialAndGrad(self.potential_fn)
+        return self._evaluate
+
     def _step(self, name, fn):
-        """``fn(potential_fn, *tensors)`` bound to the current potential; a ``JitStep`` under jit_compile."""
+        """``fn(evaluate, *tensors)`` bound to the current potential's evaluator; a ``JitStep`` under jit_compile."""
+        evaluate = self._evaluator()
         cached = self._steps.get(name)
-        if cached is None or cached[0] is not self.potential_fn:
-            bound = functools.partial(fn, self.potential_fn)
+        if cached is None or cached[0] is not evaluate:
+            bound = functools.partial(fn, evaluate)
             use_jit = self.model is not None if self.jit_compile is None else self.jit_compile
             step = JitStep(bound, f"{type(self).__name__} {name}") if use_jit else bound
-            cached = self._steps[name] = (self.potential_fn, step)
+            cached = self._steps[name] = (evaluate, step)
         return cached[1]
 
     # -- one iteration -------------------------------------------------------------------------------------
@@ -201,14 +227,21 @@ class HMC:
 
         Returns (new state, stats) with stats a dict of (C,) tensors: ``accept_prob``, ``diverging``,
         ``num_steps``, ``tree_depth`` (NUTS; 0 for HMC), ``step_size`` (used in this iteration), ``energy``
-        (Hamiltonian at the new state), ``potential_energy``.
+        (Hamiltonian at the new state), ``potential_energy``, ``model_error`` (the potential raised one of
+        ``integrator.MODEL_ERRORS`` in the trajectory, which rejected that position as a divergence).
         """
         adapt = state.adapt
         noise = per_chain_normal(generators, range(len(generators)), state.z.shape[1], state.z)
         uniforms = per_chain_uniform(generators, self._num_uniforms(), state.z)
         r = momentum(adapt.mass_matrix_sqrt, noise)
+        raised = self._evaluator().raised
+        raised.clear()
         z, potential, grad, energy, stats = self._trajectory(state, r, uniforms)
-        stats.update(step_size=adapt.step_size, energy=energy, potential_energy=potential)
+        model_error = torch.zeros_like(stats["diverging"])
+        if raised:
+            model_error[list(raised)] = True
+            self.last_model_error = next(iter(raised.values()))
+        stats.update(step_size=adapt.step_size, energy=energy, potential_energy=potential, model_error=model_error)
         if state.iteration < state.num_warmup:
             search = self._search(z, potential, grad, generators)
             adapt = self._adapter(state.num_warmup).update(adapt, state.iteration, stats["accept_prob"], z, search)

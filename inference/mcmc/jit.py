@@ -13,6 +13,12 @@ tensor values, no values read out of torch). The first ``num_checks`` calls of e
 Python step and compare every output (floats within a dtype-dependent tolerance, the rest exactly); on any
 mismatch, or if tracing fails, ``JitStep`` warns and runs the Python step from then on. The traced result is
 returned even while checking, so a run is the same whether or not it was resumed from a checkpoint.
+
+Model errors: a potential that raises one of ``integrator.MODEL_ERRORS`` at some positions does so from a check
+on values (linalg's error checks after a factorization, a Python test of a tensor), which a trace cannot record:
+tracing such a step fails, and ``JitStep`` warns and runs the Python step, where ``integrator.PotentialAndGrad``
+rejects those positions. (While tracing, ``PotentialAndGrad`` lets every error through: a rejection would be
+recorded as a constant.) A traced graph therefore never meets a model error.
 """
 
 import warnings

@@ -17,12 +17,18 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from inference import checkpoint as checkpoints
 from inference import diagnostics
 
 from .hmc import state_from_dict, state_to_dict
 from .model import ModelPotential
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
+# the kernel's attributes that change what a run draws (jit_compile does not; init_strategy only sets z0, which
+# the checkpoint holds)
+KERNEL_SETTINGS = ("step_size", "trajectory_length", "num_steps", "inverse_mass_matrix", "adapt_step_size",
+                   "adapt_mass_matrix", "dense_mass", "target_accept_prob", "regularize_mass_matrix",
+                   "max_tree_depth")
 POSTFIX_EVERY = 10  # iterations between updates of the progress bar's numbers
 EXTRA_FIELDS = ("diverging", "accept_prob", "step_size", "tree_depth", "num_steps", "energy", "potential_energy")
 
@@ -42,7 +48,9 @@ class MCMC:
             default: the model's latent and deterministic sites for a kernel built from a model, else
             ``{"z": draws}``.
         checkpoint: file to save the run to every ``checkpoint_every`` iterations (``run(resume_from=...)``
-            continues it bit-for-bit).
+            continues it bit-for-bit). It records what it continues (see ``inference.checkpoint``): these
+            settings and the kernel's, the dimension and dtype of the positions and, for a model, its latent
+            sites' names and shapes and hashes of its arguments.
     """
 
     def __init__(
@@ -79,7 +87,9 @@ class MCMC:
         self.checkpoint_every = checkpoint_every
         self._z = None
         self._extra = None
+        self._model_errors = None  # per chain: proposals rejected because the model raised (set by run())
         self._model = None  # the ModelPotential of the last run, for a kernel built from a model
+        self._fingerprint = None  # what the run's checkpoints continue (set by run())
         self.last_state = None  # kernel state at the end of run() (of the last chain group when sequential)
 
     def _config(self):
@@ -112,8 +122,17 @@ class MCMC:
         arguments and each chain starts where the kernel's ``init_strategy`` puts it (redrawn until the
         potential is finite). With a kernel built from ``potential_fn``, ``init_params`` gives the initial
         unconstrained positions, (D,) (shared) or (num_chains, D). ``resume_from``: a checkpoint file of this
-        same run configuration; the run continues from it and produces the draws the uninterrupted run would
-        have.
+        same run (settings, kernel, model and data); the run continues from it and produces the draws the
+        uninterrupted run would have.
+
+        Where the model (or ``potential_fn``) raises one of ``integrator.MODEL_ERRORS`` (a failed Cholesky
+        factorization, a domain error), only the chains that raise reject their proposal, which counts as a
+        divergence (as in Stan and NumPyro); a ``RuntimeWarning`` at the end says how many proposals of each chain
+        were rejected so (in this call, warm-up included) and shows the latest error. Other exceptions raise.
+
+        Raises:
+            CheckpointError: ``resume_from`` is unreadable, or was written for another run (the message names
+                what differs: a setting, a site's shape, an argument's hash, the potential at its positions).
         """
         self._model = None
         if self.kernel.model is not None:
@@ -130,10 +149,13 @@ class MCMC:
             self.kernel.potential_fn = self._model
         else:
             z0 = self._initial_positions(init_params)
+        if self.checkpoint is not None or resume_from is not None:
+            self._fingerprint = self._fingerprint_of(z0)
         generators = self._generators(z0.device)
         num_kept = -(-self.num_samples // self.thinning)
         z_draws = z0.new_zeros(self.num_chains, num_kept, z0.shape[1])
         extra = {}
+        self._model_errors = torch.zeros(self.num_chains, dtype=torch.long, device=z0.device)
         group, state = 0, None
         if resume_from is not None:
             group, state, z0, z_draws, extra = self._load(resume_from, generators)
@@ -147,6 +169,7 @@ class MCMC:
             self.last_state = state
             state = None
         self._z, self._extra = z_draws, extra
+        self._warn_model_errors()
 
     def _initial_positions(self, init_params):
         if init_params is None:
@@ -172,6 +195,7 @@ class MCMC:
             while state.iteration < total:
                 i = state.iteration
                 state, stats = self.kernel.sample(state, gens)
+                self._model_errors[rows] += stats["model_error"]
                 kept = i - self.num_warmup
                 if kept >= 0 and kept % self.thinning == 0:
                     z_draws[rows, kept // self.thinning] = state.z
@@ -201,12 +225,42 @@ class MCMC:
                     self._save(group, state, generators, z0, z_draws, extra)
         return state
 
+    def _warn_model_errors(self):
+        """One warning for the proposals that the kernel rejected because the model raised (see ``run``)."""
+        counts = self._model_errors.tolist()
+        if not any(counts):
+            return
+        error = self.kernel.last_model_error
+        per_chain = ", ".join(f"chain {c}: {n}" for c, n in enumerate(counts) if n)
+        warnings.warn(
+            f"MCMC: {sum(counts)} proposals rejected because the model raised ({per_chain}; of "
+            f"{self.num_warmup + self.num_samples} iterations per chain, warm-up included); each counts as a "
+            "divergence, as in Stan and NumPyro. Many mean that the model cannot be evaluated in part of the "
+            "posterior (a kernel matrix may need jitter on its diagonal). The latest error: "
+            f"{type(error).__name__}: {error}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
     # -- checkpoints ---------------------------------------------------------------------------------------
+
+    def _fingerprint_of(self, z0):
+        """What a checkpoint of this run continues: the run's and the kernel's settings, the positions'
+        dimension and dtype and, for a model, its latent sites' shapes and its arguments' hashes."""
+        fingerprint = {**self._config(), "dimension": z0.shape[1], "dtype": str(z0.dtype)}
+        for name in KERNEL_SETTINGS:
+            if hasattr(self.kernel, name):
+                fingerprint[f"kernel {name}"] = checkpoints.plain(getattr(self.kernel, name))
+        if self._model is not None:
+            for name, site in self._model.potential.latent_sites.items():
+                fingerprint[f"the shape of site '{name}'"] = tuple(site.shape)
+            fingerprint.update(
+                checkpoints.argument_digests(self.kernel.model, self._model.model_args, self._model.model_kwargs)
+            )
+        return fingerprint
 
     def _save(self, group, state, generators, z0, z_draws, extra):
         payload = {
-            "version": CHECKPOINT_VERSION,
-            "config": self._config(),
             "group": group,
             "state": state_to_dict(state),
             "generators": [g.get_state() for g in generators],
@@ -214,24 +268,28 @@ class MCMC:
             "z_draws": z_draws,
             "extra": dict(extra),
         }
-        tmp = f"{self.checkpoint}.tmp"
-        torch.save(payload, tmp)
-        os.replace(tmp, self.checkpoint)  # atomic: an interrupt never leaves a half-written checkpoint
+        checkpoints.save(self.checkpoint, "MCMC", CHECKPOINT_VERSION, self._fingerprint, payload)
 
     def _load(self, path, generators):
-        payload = torch.load(path, weights_only=True, map_location=generators[0].device)
-        if payload.get("version") != CHECKPOINT_VERSION:
-            raise ValueError(f"MCMC.run: {path} is not an MCMC checkpoint of version {CHECKPOINT_VERSION}")
-        for key, value in self._config().items():
-            if payload["config"].get(key) != value:
-                raise ValueError(
-                    f"MCMC.run: checkpoint {path} was written with {key}={payload['config'].get(key)!r}, "
-                    f"this run has {key}={value!r}; resume with the same configuration"
-                )
+        payload = checkpoints.load(path, "MCMC", CHECKPOINT_VERSION, map_location=generators[0].device)
+        checkpoints.check(path, payload, self._fingerprint, "Resume with the model, data and settings it was "
+                          "written for, or start afresh without resume_from.")
+        state = state_from_dict(payload["state"])
+        self._check_potential(path, state)
         for g, g_state in zip(generators, payload["generators"]):
             g.set_state(g_state)
-        state = state_from_dict(payload["state"])
         return payload["group"], state, payload["z0"], payload["z_draws"], payload["extra"]
+
+    def _check_potential(self, path, state):
+        """The potential at the checkpoint's positions must be the one the checkpoint holds: this identifies a
+        ``potential_fn`` (and what it closes over), which the fingerprint cannot hash."""
+        potential = self.kernel.potential_fn(state.z).detach()
+        if not torch.allclose(potential, state.potential_energy, rtol=1e-6, atol=1e-9, equal_nan=True):
+            raise checkpoints.CheckpointError(
+                f"checkpoint {os.fspath(path)} was written for another potential: at its positions the potential "
+                f"energy is {state.potential_energy.tolist()} in the checkpoint, {potential.tolist()} here. Resume "
+                "with the potential function (and data) it was written for, or start afresh without resume_from."
+            )
 
     # -- results -------------------------------------------------------------------------------------------
 

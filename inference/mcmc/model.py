@@ -3,6 +3,10 @@
 ``ModelPotential`` wraps :class:`ppl.Potential` (every continuous latent site in one flat unconstrained vector
 ``z``) and adds what a run needs around it: reproducible initial positions per chain, constrained values of the
 draws (latent and deterministic sites) and the pointwise log-likelihood of every observed site for ArviZ.
+
+Model errors (``integrator.MODEL_ERRORS``: a failed Cholesky factorization, a domain error) reject the point where
+the model raises them: a kernel rejects the proposal (a divergence), and setup and initialization redraw from the
+init strategy. A ``ppl.ModelError`` says that the model is malformed: it always raises.
 """
 
 import torch
@@ -11,6 +15,8 @@ import ppl
 from ppl.errors import ModelError
 from ppl.handlers import seed, site_log_prob, trace
 from ppl.vectorize import vectorized_trace
+
+from .integrator import MODEL_ERRORS
 
 
 def _is_observed_data(site):
@@ -24,18 +30,27 @@ class ModelPotential:
         model: a ``ppl`` model function.
         model_args, model_kwargs: its arguments (the data).
         init_strategy: a ``ppl`` initialization strategy (default ``ppl.init_to_uniform``).
-        setup_seed: seeds the one model run that learns the latent sites (the global RNG is restored after).
+        setup_seed: seeds the model run that learns the latent sites (redrawn where the model raises one of
+            ``MODEL_ERRORS``; the global RNG is restored after).
+
+    Attributes:
+        errors_to_raise: ``(ModelError,)``, the exceptions among ``MODEL_ERRORS`` that a kernel raises rather than
+            rejects (see ``integrator.PotentialAndGrad``).
 
     Raises:
         ModelError: the model has no continuous latent site, or ``ppl.Potential`` rejects it.
     """
+
+    errors_to_raise = (ModelError,)
 
     def __init__(self, model, model_args, model_kwargs, init_strategy, setup_seed):
         self.model = model
         self.model_args = tuple(model_args)
         self.model_kwargs = dict(model_kwargs)
         with seed(rng_seed=setup_seed):
-            self.potential = ppl.Potential(model, model_args, model_kwargs, init_strategy or ppl.init_to_uniform)
+            self.potential = ppl.Potential(
+                model, model_args, model_kwargs, init_strategy or ppl.init_to_uniform, invalid_errors=MODEL_ERRORS
+            )
         if self.potential.dim == 0:
             raise ModelError(
                 f"MCMC: model {getattr(model, '__name__', model)!r} has no continuous latent sample site, so there "
@@ -59,8 +74,9 @@ class ModelPotential:
         observe float64 data: the chain then runs in float64).
 
         Raises:
-            ModelError: a chain found no position with a finite potential and gradient in ``max_tries`` draws;
-                the message names the sites at fault.
+            ModelError: a chain found no position with a finite potential and gradient in ``max_tries`` draws
+                (a draw where the model raises one of ``MODEL_ERRORS`` is redrawn); the message names the sites
+                at fault and the error the model raised.
         """
         rows = []
         for c, chain_seed in enumerate(seeds):

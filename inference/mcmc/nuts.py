@@ -186,22 +186,23 @@ def _level_masks(max_depth, device):
     return masks
 
 
-def _leaf_and_checks(potential_fn, *args):
+def _leaf_and_checks(evaluate, *args):
     """``_leaf`` at a leaf that completes nodes of the subtree: with the no-U-turn checks on those nodes."""
-    return _leaf(potential_fn, *args, check=True)
+    return _leaf(evaluate, *args, check=True)
 
 
-def _leaf(potential_fn, inv_mass, energy0, signed_step, log_u, first, begin_mask, not_done_mask, end_mask,
+def _leaf(evaluate, inv_mass, energy0, signed_step, log_u, first, begin_mask, not_done_mask, end_mask,
           leaf, subtree, levels, counts, active, check=False):
     """One leapfrog step of every chain from the end of its subtree, and the subtree's bookkeeping.
 
-    leaf: (z, r, grad) (C, D) at the subtree's end; subtree: (log weight (C,), proposal z (C, D), potential,
-    grad, energy, momentum sum (C, D)); levels: the checkpoints (C, L, 3, D) and (C, L, 2, D) (see
-    ``NUTS._trajectory``); counts: (sum of acceptance probabilities, steps, depth, diverging), (C,) each;
-    active: (C,) bool, the chains still building; log_u: (C,) log uniforms for progressive sampling; the masks
-    come from ``_level_masks``; ``check``: test the nodes this leaf completes (none at an even index in the
-    subtree). Returns the updated (leaf, p# (C, D), subtree, levels, counts, active) and
-    whether any chain is still building (0-dim bool).
+    evaluate: the potential and its gradient (``integrator.PotentialAndGrad``: a chain where the model raised
+    gets an infinite potential, so its leaf diverges); leaf: (z, r, grad) (C, D) at the subtree's end; subtree:
+    (log weight (C,), proposal z (C, D), potential, grad, energy, momentum sum (C, D)); levels: the checkpoints
+    (C, L, 3, D) and (C, L, 2, D) (see ``NUTS._trajectory``); counts: (sum of acceptance probabilities, steps,
+    depth, diverging), (C,) each; active: (C,) bool, the chains still building; log_u: (C,) log uniforms for
+    progressive sampling; the masks come from ``_level_masks``; ``check``: test the nodes this leaf completes
+    (none at an even index in the subtree). Returns the updated (leaf, p# (C, D), subtree, levels, counts,
+    active) and whether any chain is still building (0-dim bool).
     """
     z, r, grad = leaf
     log_weight_sub, z_sub, pot_sub, grad_sub, energy_sub, rho_sub = subtree
@@ -209,7 +210,7 @@ def _leaf(potential_fn, inv_mass, energy0, signed_step, log_u, first, begin_mask
     sum_accept, num_steps, depth, diverging = counts
 
     # (where, not products with the bool mask: those cast it to a new tensor at every step)
-    z, r, potential, grad = leapfrog(potential_fn, z, r, grad, torch.where(active, signed_step, 0.0), inv_mass)
+    z, r, potential, grad = leapfrog(evaluate, z, r, grad, torch.where(active, signed_step, 0.0), inv_mass)
     p_sharp = velocity(inv_mass, r)
     energy = torch.add(potential, torch.linalg.vecdot(p_sharp, r), alpha=0.5)
     # log weight of the leaf, -(H - H0); a NaN energy counts as infinite (Stan)
@@ -245,12 +246,12 @@ def _leaf(potential_fn, inv_mass, energy0, signed_step, log_u, first, begin_mask
     )
 
 
-def _merge(potential_fn, p_sharp, right, log_u, leaf, subtree, first_leaf, ends, rho, log_weight, proposal, counts,
+def _merge(evaluate, p_sharp, right, log_u, leaf, subtree, first_leaf, ends, rho, log_weight, proposal, counts,
            active):
     """A completed subtree joins the trajectory: biased progressive sampling, then the no-U-turn checks across
     the merge. ``right``: (C,) bool, the side it grew on; ``first_leaf``: the level checkpoint (C, 3, D) of its
     first leaf; other arguments as in ``_leaf`` and ``NUTS._trajectory``. Returns the updated (ends, rho, log
-    weight, proposal, counts, active) and whether any chain is still building. (``potential_fn`` is unused: every
+    weight, proposal, counts, active) and whether any chain is still building. (``evaluate`` is unused: every
     step is bound to it.)"""
     z, r, grad = leaf
     log_weight_sub, z_sub, pot_sub, grad_sub, energy_sub, rho_sub = subtree
