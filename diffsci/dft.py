@@ -12,6 +12,9 @@ command with exit code 1 and a one-line message naming it (the option's flag whe
 
 import sys
 
+HELP = "Kohn-Sham DFT single point on an XYZ file (PySCF's functional and basis names)"
+EXAMPLE = "diffsci dft water.xyz --xc b3lyp --basis def2-svp"
+
 
 def add_arguments(parser):
     parser.add_argument("xyz", help="XYZ file (Ångström)")

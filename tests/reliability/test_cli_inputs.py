@@ -62,7 +62,6 @@ def workdir(tmp_path, monkeypatch):
     for name, content in FILES.items():
         (tmp_path / name).write_bytes(content if isinstance(content, bytes) else content.encode())
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("DIFFSCI_TRACEBACK", raising=False)
     return tmp_path
 
 
