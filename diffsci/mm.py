@@ -142,6 +142,10 @@ def _minimize(args):
         with open(args.out, "w") as out:
             app.PDBFile.writeFile(system.topology, result.positions.cpu().numpy() * unit.nanometer, out)
         print(f"wrote {args.out}")
+    if not result.converged:  # as `diffsci dft` does: a result that did not converge is not a success
+        return _fail(args, f"not converged: {result.message} (RMS gradient {result.rms_gradient:.4g} kJ/mol/nm, "
+                           f"tolerance {args.tolerance:g}); raise --max-steps or --tolerance"
+                           + (f"; the last structure is in {args.out}" if args.out else ""))
     return 0
 
 

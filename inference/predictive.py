@@ -19,13 +19,13 @@ from ppl.vectorize import vectorized_trace, vectorized_values
 __all__ = ["Predictive", "log_likelihood"]
 
 
-def _latent_names(guide, args, kwargs):
-    """The guide's latent sample sites, less its auxiliary ones, from one ordinary (blocked) run."""
+def _latent_names(fn, args, kwargs):
+    """The latent sample sites of a model or guide, less auxiliary ones, from one ordinary (blocked) run."""
     with block():
-        guide_trace = trace(guide).get_trace(*args, **kwargs)
+        fn_trace = trace(fn).get_trace(*args, **kwargs)
     return [
         name
-        for name, site in guide_trace.items()
+        for name, site in fn_trace.items()
         if site["type"] == "sample" and not site["is_observed"] and not site["infer"].get("is_auxiliary")
     ]
 
@@ -56,7 +56,8 @@ class Predictive:
         guide: a guide (e.g. a fitted autoguide) to draw ``num_samples`` latent values from instead.
         num_samples: the number of draws ``S`` (taken from ``posterior_samples`` when those are given).
         return_sites: the site names to return; None for every sample and deterministic site of the model that
-            is not in the posterior draws.
+            is not in the posterior draws, or, with a guide, every site of the model (latent ones drawn from
+            the guide), as Pyro does.
         parallel: one vectorized run (True) or one run per draw (False).
 
     Calling it with the model's arguments returns ``{site name: tensor of shape (S,) + site shape}``.
@@ -99,7 +100,11 @@ class Predictive:
             samples = self.posterior_samples
             if self.guide is not None:
                 samples = self._values(self.guide, {}, _latent_names(self.guide, args, kwargs), args, kwargs)
-            return self._values(self.model, samples, self.return_sites, args, kwargs)
+            values = self._values(self.model, samples, self.return_sites, args, kwargs)
+            if self.guide is not None and self.return_sites is None:  # Pyro: every site of the model by default
+                latent = [name for name in _latent_names(self.model, args, kwargs) if name in samples]
+                values = {**{name: samples[name] for name in latent}, **values}
+            return values
 
     get_samples = __call__
 

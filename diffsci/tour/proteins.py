@@ -61,7 +61,7 @@ def run(ctx):
     total, total_ref = sum(ours.values()), sum(reference.values())
     rows.append(["total", f"{total:.4f}", f"{total_ref:.4f}", f"{abs(total - total_ref):.1e}"])
     header = ["force (kJ/mol)", "diffsci", "OpenMM (Reference)", "|difference|"]
-    ctx.echo(f"villin headpiece: {system.num_atoms if hasattr(system, 'num_atoms') else x0.shape[0]} atoms")
+    ctx.echo(f"villin headpiece: {system.n_atoms} atoms")
     ctx.echo(text_table(header, rows))
 
     # what a differentiable force field adds: many conformations in one call, gradients w.r.t. parameters

@@ -44,6 +44,15 @@ def test_mm_minimize_writes_a_minimized_pdb(tmp_path, capsys):
     assert abs(at_written - final) < 0.05  # the PDB file rounds coordinates to 1e-4 nm
 
 
+def test_mm_minimize_that_does_not_converge_exits_non_zero(tmp_path, capsys):
+    out = tmp_path / "partial.pdb"
+    assert main(["mm", "minimize", ALANINE_DIPEPTIDE, "--tolerance", "0.001", "--max-steps", "3",
+                 "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert "converged: no" in captured.out and out.exists()
+    assert captured.err.count("\n") == 1 and "not converged" in captured.err and str(out) in captured.err
+
+
 def test_mm_md_runs_and_resumes_from_its_checkpoint(tmp_path, capsys):
     trajectory, checkpoint = tmp_path / "run.dcd", tmp_path / "run.pt"
     common = ["mm", "md", ALANINE_DIPEPTIDE, "--forcefield", "amber14-all.xml", "--report-interval", "10",

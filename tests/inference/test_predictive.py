@@ -85,6 +85,10 @@ def test_posterior_predictive_through_a_guide(device):
     np.testing.assert_allclose(draws["y"].std(0).cpu().numpy(), 0.3, rtol=0.15)
     latent = guide.sample_posterior(7, x)
     assert set(latent) == {"a", "b", "sigma"} and latent["sigma"].shape == (7,)
+    # with a guide and no return_sites, every site of the model, latent ones from the guide: Pyro's default
+    everything = Predictive(model, guide=guide, num_samples=50)(x)
+    assert set(everything) == {"a", "b", "sigma", "mean", "y"} and everything["b"].shape == (50,)
+    torch.testing.assert_close(everything["b"], x.new_full((50,), 2.0), atol=1e-4, rtol=0)
 
 
 @pytest.mark.filterwarnings("ignore:For one or more samples the posterior variance")  # ArviZ: random draws
