@@ -169,7 +169,8 @@ class NonbondedPair:
             gaussian = torch.rsub(r2, math.log(2 * self.alpha / math.sqrt(math.pi)), alpha=self.alpha**2).exp_()
             energy = coulomb.mul_(qq)
             force = torch.addcmul(energy, gaussian, qq)  # -r dE/dr
-        elif self.reaction_field is not None:  # K = 1/r + k_rf r^2 - c_rf within the cutoff; -r dK/dr = 1/r - 2 k_rf r^2
+        elif self.reaction_field is not None:
+            # K = 1/r + k_rf r^2 - c_rf within the cutoff; -r dK/dr = 1/r - 2 k_rf r^2
             k_rf, c_rf = self.reaction_field
             inverse = inverse2.sqrt()
             energy = torch.addcmul(inverse, r2.mul(k_rf).sub_(c_rf), r2 * inverse2).mul_(qq)

@@ -21,12 +21,12 @@ STAGES = {
     "proteins": "diffsci.tour.proteins",
     "binding": "diffsci.tour.binding",
 }
-HELP = "a guided run of diffsci's jobs on bundled data: report.md and plots (about 10 minutes; --quick 2)"
+HELP = "a guided run of diffsci's jobs on bundled data, with report.md and plots (3 minutes; --quick 35 s)"
 EXAMPLE = "diffsci tour --quick --only bayes,dft --out my-tour"
 
 
 def add_arguments(parser):
-    parser.add_argument("--quick", action="store_true", help="smaller runs: about 2 minutes on 2 CPU cores")
+    parser.add_argument("--quick", action="store_true", help="smaller runs: under a minute on 2 CPU cores")
     parser.add_argument("--device", default="cpu", help="torch device: cpu (default), cuda, cuda:1, ...")
     parser.add_argument("--out", default="diffsci-tour", help="folder for report.md and the plots "
                                                                "(default ./diffsci-tour)")

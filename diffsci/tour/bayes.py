@@ -90,7 +90,7 @@ def run(ctx):
     markdown = "\n\n".join([
         f"## {TITLE}",
         f"Non-centred eight schools, NUTS with Stan's warm-up, 4 chains advanced together as one batched tensor "
-        f"({num_warmup} warm-up + {num_samples} draws each); {divergences} divergences.",
+        f"({num_warmup} warm-up + {num_samples} draws each); divergences: {divergences}.",
         markdown_table(header, rows),
         f"![trace and rank plots]({trace})",
         f"The same model by SVI with an `AutoNormal` guide ({num_steps} steps):",

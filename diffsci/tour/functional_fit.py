@@ -77,7 +77,7 @@ def run(ctx):
         for label, params in (("start", start), ("fitted", fitted)):
             set_parameters(params)
             errors[label] = {name: (float(energy(name)) - reference[name]) * 1000 for name in names}
-    rows = [[name, f"{reference[name]:.6f}", f"{errors['start'][name]:+.3f}", f"{errors['fitted'][name]:+.4f}"]
+    rows = [[name, f"{reference[name]:.6f}", f"{errors['start'][name]:+.3f}", f"{errors['fitted'][name]:+.1e}"]
             for name in names]
     header = ["molecule", "PySCF PBE (Ha)", "error at start (mHa)", "error fitted (mHa)"]
     ctx.echo(text_table(header, rows))

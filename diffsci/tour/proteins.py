@@ -86,7 +86,7 @@ def run(ctx):
                                 ctx.plot_path("proteins_minimization.png"), "L-BFGS step", "kJ/mol",
                                 "villin: minimization")
 
-    steps, interval = (200, 10) if ctx.quick else (2000, 20)
+    steps, interval = (200, 10) if ctx.quick else (5000, 50)
     csv = ctx.out / "proteins_md.csv"
     sim = bio.Simulation(system, bio.LangevinMiddleIntegrator(300.0, 1.0, 0.002), result.positions, seed=ctx.seed)
     sim.set_velocities_to_temperature(300.0)
@@ -102,8 +102,8 @@ def run(ctx):
 
     markdown = "\n\n".join([
         f"## {TITLE}",
-        f"OpenMM parameterizes the protein (amber14 + OBC2, h-bond constraints); diffsci's torch terms give the same "
-        f"energy per force, next to OpenMM's Reference platform computed in the run:",
+        "OpenMM parameterizes the protein (amber14 + OBC2, h-bond constraints); diffsci's torch terms give the same "
+        "energy per force, next to OpenMM's Reference platform computed in the run:",
         markdown_table(header, rows),
         f"16 perturbed conformations were scored in one batched call, and dE/dq for all {charges.numel()} partial "
         f"charges came from one backward pass.",

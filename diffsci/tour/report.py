@@ -69,7 +69,7 @@ def write_report(ctx, sections):
 
     from diffsci import __version__
 
-    lines = [f"# diffsci tour", "",
+    lines = ["# diffsci tour", "",
              f"diffsci {__version__}, torch {torch.__version__}, device {ctx.device}, "
              f"{'quick' if ctx.quick else 'full'} run, seed {ctx.seed}, {time.strftime('%Y-%m-%d %H:%M')}.", ""]
     for section in sections.values():

@@ -137,7 +137,8 @@ class HMC:
         """Initial state of C chains at positions z, (C, D); runs the first step-size search."""
         name = type(self).__name__
         if z.dim() != 2 or not z.is_floating_point():
-            raise ValueError(f"{name}: initial positions must be a floating tensor (C, D); got {tuple(z.shape)}, {z.dtype}")
+            raise ValueError(f"{name}: initial positions must be a floating tensor (C, D); "
+                             f"got {tuple(z.shape)}, {z.dtype}")
         evaluate = self._evaluator()
         evaluate.raised.clear()
         potential, grad = evaluate(z)
@@ -162,7 +163,8 @@ class HMC:
             )
         adapter = self._adapter(num_warmup)
         step_size = torch.full_like(potential, self.step_size)
-        adapt = adapter.init(step_size, self._initial_inverse_mass_matrix(z), self._search(z, potential, grad, generators))
+        search = self._search(z, potential, grad, generators)
+        adapt = adapter.init(step_size, self._initial_inverse_mass_matrix(z), search)
         return HMCState(0, num_warmup, z.detach(), potential, grad, adapt)
 
     def _initial_inverse_mass_matrix(self, z):

@@ -159,7 +159,8 @@ class MCMC:
         group, state = 0, None
         if resume_from is not None:
             group, state, z0, z_draws, extra = self._load(resume_from, generators)
-        groups = [list(range(self.num_chains))] if self.chain_method == "vectorized" else [[c] for c in range(self.num_chains)]
+        chains = range(self.num_chains)
+        groups = [list(chains)] if self.chain_method == "vectorized" else [[c] for c in chains]
         for g in range(group, len(groups)):
             chains = groups[g]
             gens = [generators[c] for c in chains]
