@@ -51,9 +51,10 @@ class Section:
 
 def markdown_table(header, rows):
     """A GitHub-flavoured markdown table from a header and rows of already formatted cells."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
+    def line(row):  # a literal "|" in a cell (as in |x|) is escaped
+        return "| " + " | ".join(str(cell).replace("|", "\\|") for cell in row) + " |"
+
+    return "\n".join([line(header), "|" + "---|" * len(header)] + [line(row) for row in rows])
 
 
 def text_table(header, rows):
