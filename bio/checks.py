@@ -2,45 +2,32 @@
 argument, the value and what is allowed. `diffsci mm` runs the same checks (with its option names), so the
 API and the command line accept and refuse the same values."""
 
-import math
 import numbers
 
 import torch
+
+from inference.optim import check_number
 
 from .errors import ArgumentError
 
 
 def number(name, value, *, low=None, high=None, low_inclusive=False, high_inclusive=False, unit="", owner=None):
-    """`value` as a float, checked to be a finite real number within the bounds (None: unbounded)."""
-    rule = "a finite number"
-    if low is not None:
-        rule += f" {'>=' if low_inclusive else '>'} {low:g}"
-    if high is not None:
-        rule += f"{' and' if low is not None else ''} {'<=' if high_inclusive else '<'} {high:g}"
-    rule += f" {unit}" if unit else ""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ArgumentError(name, value, rule, owner)
-    value = float(value)
-    if not math.isfinite(value) or (low is not None and (value < low or value == low and not low_inclusive)) or \
-            (high is not None and (value > high or value == high and not high_inclusive)):
-        raise ArgumentError(name, value, rule, owner)
-    return value
+    """`value` as a float, checked to be a finite real number (or one-element tensor) within the bounds (None:
+    unbounded)."""
+    return check_number(owner, name, value, above=None if low_inclusive else low,
+                        at_least=low if low_inclusive else None, below=None if high_inclusive else high,
+                        at_most=high if high_inclusive else None, unit=unit, make_error=_argument_error(owner))
 
 
 def integer(name, value, *, low=None, high=None, unit="", owner=None):
-    """`value` as an int, checked to be an integer (not a bool or float) within low..high (inclusive)."""
-    rule = "an integer"
-    if low is not None:
-        rule += f" >= {low}"
-    if high is not None:
-        rule += f"{' and' if low is not None else ''} <= {high}"
-    rule += f" {unit}" if unit else ""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ArgumentError(name, value, rule, owner)
-    value = int(value)
-    if (low is not None and value < low) or (high is not None and value > high):
-        raise ArgumentError(name, value, rule, owner)
-    return value
+    """`value` as an int, checked to be an integer (not a bool or float; an integer tensor of one element is
+    accepted) within low..high (inclusive)."""
+    return check_number(owner, name, value, at_least=low, at_most=high, integer="strict", unit=unit,
+                        make_error=_argument_error(owner))
+
+
+def _argument_error(owner):
+    return lambda name, value, rule: ArgumentError(name, value, rule, owner)
 
 
 def choice(name, value, choices, owner=None):

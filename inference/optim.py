@@ -26,14 +26,17 @@ __all__ = ["OptimizeResult", "check_number", "minimize"]
 
 
 def check_number(where, name, value, *, above=None, at_least=None, below=None, at_most=None, integer=False,
-                 error=ValueError):
+                 unit="", error=ValueError, make_error=None):
     """Check an argument: a finite real number (an integer with ``integer``; a float with an integral value is
-    accepted) within the given bounds (``above``/``below`` strict, ``at_least``/``at_most`` inclusive).
+    accepted, unless ``integer="strict"``) within the given bounds (``above``/``below`` strict,
+    ``at_least``/``at_most`` inclusive).
 
     Returns the value as a Python float (int with ``integer``). Otherwise raises ``error`` with a one-line
     message naming ``where`` (the function or class), ``name``, the value and the allowed range, e.g.
-    ``"Adam: lr must be a finite number > 0, got -0.1."``; the exception's ``argument`` attribute is ``name``
-    (a command line names its option from it). Booleans are not numbers here; a one-element tensor is.
+    ``"Adam: lr must be a finite number > 0, got -0.1."``, with ``unit`` (e.g. ``"K"``) after the range; the
+    exception's ``argument`` attribute is ``name`` (a command line names its option from it). ``make_error``,
+    if given, builds the exception instead, from ``(name, value, rule)`` (the rule being the text after "must
+    be"). Booleans are not numbers here; a one-element tensor is.
     """
     low = (">", above) if above is not None else (">=", at_least) if at_least is not None else None
     high = ("<", below) if below is not None else ("<=", at_most) if at_most is not None else None
@@ -45,7 +48,7 @@ def check_number(where, name, value, *, above=None, at_least=None, below=None, a
     ok = number is not None and (isinstance(number, numbers.Integral) or math.isfinite(number))
     if ok:
         if integer:
-            ok = isinstance(number, numbers.Integral) or float(number).is_integer()
+            ok = isinstance(number, numbers.Integral) or (integer != "strict" and float(number).is_integer())
             number = int(number)
         else:
             number = float(number)
@@ -54,13 +57,16 @@ def check_number(where, name, value, *, above=None, at_least=None, below=None, a
     if ok and high is not None:
         ok = number < high[1] if high[0] == "<" else number <= high[1]
     if not ok:
-        if low and high:
-            bounds = f" in {'(' if low[0] == '>' else '['}{low[1]:g}, {high[1]:g}{')' if high[0] == '<' else ']'}"
+        rule = "an integer" if integer else "a finite number"
+        rule += " and".join(f" {op} {bound if isinstance(bound, numbers.Integral) else format(bound, 'g')}"
+                            for op, bound in filter(None, (low, high)))
+        rule += f" {unit}" if unit else ""
+        if make_error is not None:
+            exc = make_error(name, value, rule)
         else:
-            bounds = "".join(f" {op} {bound:g}" for op, bound in filter(None, (low, high)))
-        shown = repr(value).replace("\n", " ")
-        shown = shown if len(shown) <= 80 else shown[:77] + "..."
-        exc = error(f"{where}: {name} must be {'an integer' if integer else 'a finite number'}{bounds}, got {shown}.")
+            shown = repr(value).replace("\n", " ")
+            shown = shown if len(shown) <= 80 else shown[:77] + "..."
+            exc = error(f"{where}: {name} must be {rule}, got {shown}.")
         exc.argument = name
         raise exc
     return number
