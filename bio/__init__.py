@@ -11,15 +11,21 @@ nm, kJ/mol, ps, elementary charge).
     sim = bio.Simulation(system, bio.LangevinMiddleIntegrator(300, 1.0, 0.002), result.positions, seed=1)
     sim.reporters.append(bio.DCDReporter("trajectory.dcd", 500))
     sim.step(10_000)
+
+    ligand = bio.Ligand.from_smiles("CC(=O)Oc1ccccc1C(=O)O", num_conformers=8)   # RDKit ETKDG, nm
+    energy = bio.mmff_energy(ligand)                                             # MMFF94 in Å -> kcal/mol
+    energies = energy(ligand.conformers_angstrom)                                # (8,), matches RDKit
 """
 
 from .constraints import Constraints
 from . import checks
-from .errors import (ArgumentError, BioError, ConstraintError, ParameterizationError, StructureError, UnsafeInputError,
-                     UnsupportedForceError)
+from .errors import (ArgumentError, BioError, ConstraintError, LigandError, ParameterizationError, StructureError,
+                     UnsafeInputError, UnsupportedForceError)
 from .integrators import LangevinMiddleIntegrator, State, VerletIntegrator
 from .io import read_structure
+from .ligand import Ligand
 from .minimize import MinimizationResult, minimize, positional_restraints
+from .mmff import mmff_components, mmff_energy, mmff_parameters
 from .reporters import CheckpointReporter, DCDReporter, PDBReporter, StateDataReporter
 from .simulation import Simulation
 from .system import System
@@ -28,4 +34,5 @@ __all__ = ["BioError", "ArgumentError", "ConstraintError", "ParameterizationErro
            "UnsafeInputError", "UnsupportedForceError", "System",
            "read_structure", "Constraints", "minimize", "MinimizationResult", "positional_restraints",
            "VerletIntegrator", "LangevinMiddleIntegrator", "State", "Simulation", "StateDataReporter",
-           "PDBReporter", "DCDReporter", "CheckpointReporter"]
+           "PDBReporter", "DCDReporter", "CheckpointReporter", "Ligand", "LigandError", "mmff_energy",
+           "mmff_parameters", "mmff_components"]

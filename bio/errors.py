@@ -10,6 +10,11 @@ class StructureError(BioError, ValueError):
     """A structure file is unreadable, truncated or holds non-finite coordinates."""
 
 
+class LigandError(StructureError):
+    """A ligand that cannot be built or read: an unparsable SMILES (with RDKit's reason), an unreadable file,
+    or a molecule without 3D coordinates or with implicit hydrogens."""
+
+
 class ParameterizationError(BioError, ValueError):
     """The force field has no template for a residue (or atoms are missing or extra), or a force-field file is
     missing or malformed."""
