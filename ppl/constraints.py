@@ -2,7 +2,7 @@
 
 Everything in :mod:`torch.distributions.constraints` is re-exported under its usual name; this module adds
 the constraints Pyro and NumPyro users expect that torch lacks: ``integer``, ``less_than_eq``,
-``ordered_vector`` and ``positive_ordered_vector``. ``biject_to`` in :mod:`ppl.transforms` maps unconstrained
+``ordered_vector``, ``positive_ordered_vector`` and ``unit_lower_cholesky``. ``biject_to`` in :mod:`ppl.transforms` maps unconstrained
 real space onto each continuous one.
 """
 
@@ -51,9 +51,22 @@ class _PositiveOrderedVector(_OrderedVector):
         return super().check(value) & independent(positive, 1).check(value)
 
 
+class _UnitLowerCholesky(Constraint):
+    """Lower-triangular matrices, shape ``(..., n, n)``, with ones on the diagonal (Pyro's
+    ``unit_lower_cholesky``)."""
+
+    event_dim = 2
+
+    def check(self, value):
+        lower = (value.tril() == value).flatten(-2).all(-1)
+        return lower & (value.diagonal(dim1=-2, dim2=-1) == 1).all(-1)
+
+
 integer = _Integer()
 less_than_eq = _LessThanEq
 ordered_vector = _OrderedVector()
 positive_ordered_vector = _PositiveOrderedVector()
+unit_lower_cholesky = _UnitLowerCholesky()
 
-__all__ = sorted(set(_torch_constraints) | {"integer", "less_than_eq", "ordered_vector", "positive_ordered_vector"})
+__all__ = sorted(set(_torch_constraints) | {"integer", "less_than_eq", "ordered_vector", "positive_ordered_vector",
+                                            "unit_lower_cholesky"})

@@ -38,6 +38,7 @@ __all__ = [
     "CholeskyTransform",
     "LowerCholeskyTransform",
     "OrderedTransform",
+    "UnitLowerCholeskyTransform",
     "biject_to",
     "is_identity",
 ]
@@ -123,6 +124,54 @@ class LowerCholeskyTransform(Transform):
             raise ValueError(f"LowerCholeskyTransform needs square matrices, got shape {tuple(shape)}.")
         n = shape[-1]
         return torch.Size(shape[:-2]) + (n * (n + 1) // 2,)
+
+
+class UnitLowerCholeskyTransform(Transform):
+    """Reals of shape ``(..., n(n-1)/2)`` to lower-triangular matrices ``(..., n, n)`` with unit diagonal (Pyro's
+    ``UnitLowerCholeskyTransform``): the entries fill the strictly lower triangle row by row
+    (``torch.tril_indices`` order). Volume-preserving: log|det J| = 0."""
+
+    domain = constraints.real_vector
+    codomain = constraints.unit_lower_cholesky
+    bijective = True
+
+    def __eq__(self, other):
+        return isinstance(other, UnitLowerCholeskyTransform)
+
+    def _call(self, x):
+        n = _unit_matrix_size(x.shape[-1])
+        ones = x.new_ones(x.shape[:-1] + (n,))
+        padded = torch.cat([x, ones, x.new_zeros(x.shape[:-1] + (1,))], dim=-1)
+        return padded[..., _tril_gather_index(n, x.device)].reshape(x.shape[:-1] + (n, n))
+
+    def _inverse(self, y):
+        n = y.shape[-1]
+        rows, cols = torch.tril_indices(n, n, offset=-1, device=y.device)
+        return y[..., rows, cols]
+
+    def log_abs_det_jacobian(self, x, y):
+        return x.new_zeros(x.shape[:-1])
+
+    def forward_shape(self, shape):
+        if len(shape) < 1:
+            raise ValueError(f"UnitLowerCholeskyTransform needs a vector input, got shape {tuple(shape)}.")
+        n = _unit_matrix_size(shape[-1])
+        return torch.Size(shape[:-1]) + (n, n)
+
+    def inverse_shape(self, shape):
+        if len(shape) < 2 or shape[-1] != shape[-2]:
+            raise ValueError(f"UnitLowerCholeskyTransform needs square matrices, got shape {tuple(shape)}.")
+        n = shape[-1]
+        return torch.Size(shape[:-2]) + (n * (n - 1) // 2,)
+
+
+def _unit_matrix_size(vector_length):
+    """n such that n(n-1)/2 == vector_length; a clear error when there is none."""
+    n = round(((8 * vector_length + 1) ** 0.5 + 1) / 2)
+    if n * (n - 1) // 2 != vector_length:
+        raise ValueError(f"UnitLowerCholeskyTransform needs a last dimension of length n(n-1)/2 (0, 1, 3, 6, ...), "
+                         f"got {vector_length}.")
+    return n
 
 
 class CholeskyTransform(Transform):
@@ -234,6 +283,11 @@ def _biject_to_corr_cholesky(constraint):
 @biject_to.register(constraints.lower_cholesky)
 def _biject_to_lower_cholesky(constraint):
     return LowerCholeskyTransform()
+
+
+@biject_to.register(constraints.unit_lower_cholesky)
+def _biject_to_unit_lower_cholesky(constraint):
+    return UnitLowerCholeskyTransform()
 
 
 @biject_to.register(constraints.positive_definite)

@@ -49,6 +49,7 @@ CASES = [
     ("positive_ordered_vector", lambda t: constraints.positive_ordered_vector, (2, 4), _vector),
     ("corr_cholesky", lambda t: constraints.corr_cholesky, (2, 4, 4), _strict_lower),
     ("lower_cholesky", lambda t: constraints.lower_cholesky, (2, 3, 3), _lower),
+    ("unit_lower_cholesky", lambda t: constraints.unit_lower_cholesky, (2, 4, 4), _strict_lower),
     ("positive_definite", lambda t: constraints.positive_definite, (2, 3, 3), _lower),
 ]
 
