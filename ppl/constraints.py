@@ -2,8 +2,8 @@
 
 Everything in :mod:`torch.distributions.constraints` is re-exported under its usual name; this module adds
 the constraints Pyro and NumPyro users expect that torch lacks: ``integer``, ``less_than_eq``,
-``ordered_vector``, ``positive_ordered_vector`` and ``unit_lower_cholesky``. ``biject_to`` in :mod:`ppl.transforms` maps unconstrained
-real space onto each continuous one.
+``ordered_vector``, ``positive_ordered_vector`` and ``unit_lower_cholesky``. ``biject_to`` in
+:mod:`ppl.transforms` maps unconstrained real space onto each continuous one.
 """
 
 from torch.distributions.constraints import *  # noqa: F403
