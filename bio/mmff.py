@@ -3,6 +3,7 @@
     energy = bio.mmff_energy(ligand)                 # or variant="MMFF94s"
     e = energy(coords)                               # coords (N, 3) or (B, N, 3) in Å -> () or (B,) kcal/mol
     terms = bio.mmff_energy(ligand, components=True)(coords)   # {"bond": ..., "angle": ..., ...}
+    energy = bio.mmff_energy(ligand, device="cuda")  # parameters on the GPU; coords must be there too
 
 UNITS: Å and kcal/mol, unlike the rest of `bio` (nm, kJ/mol). MMFF94 is defined in these units, RDKit's
 force field reports them, and docking scores (Vina) use them too, so energies compare with RDKit and with
@@ -23,10 +24,12 @@ inter-fragment pairs); no cutoff.
 
 import math
 
+import numpy as np
 import torch
 from rdkit import Chem
 from rdkit.Chem import rdForceFieldHelpers
 
+from . import checks
 from .errors import ArgumentError, ParameterizationError
 from .ligand import Ligand
 
@@ -39,26 +42,29 @@ LINEAR_TYPES = (4, 42, 53, 61)     # MMFF atom types with linear bending (MMFFPR
 TERMS = ("bond", "angle", "stretchbend", "oop", "torsion", "vdw", "ele")
 
 
-def _tensor(values, dtype, width=None):
-    tensor = torch.tensor(values, dtype=dtype)
+def _tensor(values, dtype, device, width=None):
+    tensor = torch.tensor(values, dtype=dtype, device=device)
     return tensor.reshape(-1, width) if width else tensor
 
 
-def mmff_parameters(ligand, variant="MMFF94", dielectric_constant=1.0, distance_dielectric=False):
+def mmff_parameters(ligand, variant="MMFF94", dielectric_constant=1.0, distance_dielectric=False, device=None,
+                    dtype=torch.float64):
     """MMFF parameters of `ligand` (a bio.Ligand, or an RDKit Mol with explicit hydrogens and a conformer)
     from RDKit, as tensors.
 
-    Returns a dict term -> dict of tensors: index tensors (M, k) long and float64 parameters (M,), in MMFF's
+    Returns a dict term -> dict of tensors: index tensors (M, k) long and `dtype` parameters (M,), in MMFF's
     units (Å, degrees, mdyne/Å, kcal/mol, e); "ele" holds qq = q_i q_j (x 0.75 for 1-4 pairs) / D per pair.
-    Tensors are on the CPU. Raises ParameterizationError if MMFF lacks a parameter.
+    All tensors are on `device` ('cpu' (None) or an available 'cuda[:k]'); dtype is torch.float64 (default)
+    or torch.float32. Raises ParameterizationError if MMFF lacks a parameter.
     """
+    device = checks.device(device, owner="bio.mmff_energy")
+    checks.dtype(dtype, owner="bio.mmff_energy")
     if variant not in ("MMFF94", "MMFF94s"):
         raise ArgumentError("variant", variant, "'MMFF94' or 'MMFF94s'", owner="bio.mmff_energy")
     mol = ligand.mol if isinstance(ligand, Ligand) else Ligand(ligand).mol  # Ligand() checks hydrogens
     props = rdForceFieldHelpers.MMFFGetMoleculeProperties(mol, mmffVariant=variant)
     if props is None or not rdForceFieldHelpers.MMFFHasAllMoleculeParams(mol):
         raise ParameterizationError(f"MMFF has no parameters for {Chem.MolToSmiles(Chem.RemoveHs(mol))}")
-    f64 = torch.float64
     n = mol.GetNumAtoms()
     linear = [props.GetMMFFAtomType(i) in LINEAR_TYPES for i in range(n)]
     neighbors = [[a.GetIdx() for a in mol.GetAtomWithIdx(i).GetNeighbors()] for i in range(n)]
@@ -123,22 +129,23 @@ def mmff_parameters(ligand, variant="MMFF94", dielectric_constant=1.0, distance_
             _, _, r_star, epsilon = props.GetMMFFVdWParams(i, j)
             pairs.append((i, j))
             vdw_values.append((r_star, epsilon))
-            ele_values.append(charges[i] * charges[j] * (0.75 if distance[i, j] == 3 else 1.0))
+            ele_values.append(charges[i] * charges[j] * (0.75 if distance[i, j] == 3 else 1.0) / dielectric_constant)
 
-    bond_v, angle_v = _tensor(bond_values, f64, 2), _tensor(angle_values, f64, 3)
-    sb_v, tor_v = _tensor(stretch_bend_values, f64, 5), _tensor(torsion_values, f64, 3)
-    vdw_v = _tensor(vdw_values, f64, 2)
+    bond_v, angle_v = _tensor(bond_values, dtype, device, 2), _tensor(angle_values, dtype, device, 3)
+    sb_v, tor_v = _tensor(stretch_bend_values, dtype, device, 5), _tensor(torsion_values, dtype, device, 3)
+    vdw_v = _tensor(vdw_values, dtype, device, 2)
     long = torch.long
     return {
-        "bond": {"atoms": _tensor(bonds, long, 2), "kb": bond_v[:, 0], "r0": bond_v[:, 1]},
-        "angle": {"atoms": _tensor(angles, long, 3), "ka": angle_v[:, 0], "theta0": angle_v[:, 1],
+        "bond": {"atoms": _tensor(bonds, long, device, 2), "kb": bond_v[:, 0], "r0": bond_v[:, 1]},
+        "angle": {"atoms": _tensor(angles, long, device, 3), "ka": angle_v[:, 0], "theta0": angle_v[:, 1],
                   "linear": angle_v[:, 2].bool()},
-        "stretchbend": {"atoms": _tensor(stretch_bends, long, 3), "kba_ijk": sb_v[:, 0], "kba_kji": sb_v[:, 1],
-                        "r0_ij": sb_v[:, 2], "r0_kj": sb_v[:, 3], "theta0": sb_v[:, 4]},
-        "oop": {"atoms": _tensor(oops, long, 4), "koop": _tensor(oop_values, f64)},
-        "torsion": {"atoms": _tensor(torsions, long, 4), "v1": tor_v[:, 0], "v2": tor_v[:, 1], "v3": tor_v[:, 2]},
-        "vdw": {"atoms": _tensor(pairs, long, 2), "r_star": vdw_v[:, 0], "epsilon": vdw_v[:, 1]},
-        "ele": {"atoms": _tensor(pairs, long, 2), "qq": _tensor(ele_values, f64) / dielectric_constant,
+        "stretchbend": {"atoms": _tensor(stretch_bends, long, device, 3), "kba_ijk": sb_v[:, 0],
+                        "kba_kji": sb_v[:, 1], "r0_ij": sb_v[:, 2], "r0_kj": sb_v[:, 3], "theta0": sb_v[:, 4]},
+        "oop": {"atoms": _tensor(oops, long, device, 4), "koop": _tensor(oop_values, dtype, device)},
+        "torsion": {"atoms": _tensor(torsions, long, device, 4), "v1": tor_v[:, 0], "v2": tor_v[:, 1],
+                    "v3": tor_v[:, 2]},
+        "vdw": {"atoms": _tensor(pairs, long, device, 2), "r_star": vdw_v[:, 0], "epsilon": vdw_v[:, 1]},
+        "ele": {"atoms": _tensor(pairs, long, device, 2), "qq": _tensor(ele_values, dtype, device),
                 "distance_dielectric": distance_dielectric},
     }
 
@@ -209,18 +216,41 @@ def mmff_components(coords, parameters):
     return {name: term.sum(-1) for name, term in zip(TERMS, terms)}
 
 
-def mmff_energy(ligand, variant="MMFF94", components=False, dielectric_constant=1.0, distance_dielectric=False):
+def mmff_energy(ligand, variant="MMFF94", components=False, dielectric_constant=1.0, distance_dielectric=False,
+                device=None, dtype=torch.float64):
     """The MMFF94 (or variant="MMFF94s") intramolecular energy function of `ligand` (bio.Ligand or RDKit Mol).
 
     Returns energy(coords, parameters=<precomputed>): coords (N, 3) or (B, N, 3) in Å -> () or (B,) kcal/mol,
     or with components=True a dict term -> energy. Differentiable in coords and in the parameter tensors
     (pass a modified copy of `energy.parameters`). Defaults match RDKit's MMFFGetMoleculeForceField.
+
+    The parameters are built once on `device` ('cpu' (None) or an available 'cuda[:k]') in `dtype`
+    (torch.float64 or float32), as bio.System does; coords must be on that same device (a tensor elsewhere
+    raises ArgumentError, it is not moved), and arrays or lists are converted to a tensor there in `dtype`.
+    Energies follow torch's type promotion (float32 coords with float64 parameters give float64).
     """
-    parameters = mmff_parameters(ligand, variant, dielectric_constant, distance_dielectric)
+    parameters = mmff_parameters(ligand, variant, dielectric_constant, distance_dielectric, device, dtype)
+    n_atoms = ligand.mol.GetNumAtoms() if isinstance(ligand, Ligand) else ligand.GetNumAtoms()
 
     def energy(coords, parameters=parameters):
+        coords = _check_coords(coords, parameters, n_atoms)
         terms = mmff_components(coords, parameters)
         return terms if components else sum(terms.values())
 
     energy.parameters = parameters
     return energy
+
+
+def _check_coords(coords, parameters, n_atoms):
+    """coords as a tensor (..., n_atoms, 3) on the device of `parameters`, else ArgumentError."""
+    reference = parameters["bond"]["kb"]
+    if not isinstance(coords, torch.Tensor):
+        coords = torch.as_tensor(np.asarray(coords), dtype=reference.dtype, device=reference.device)
+    if coords.device != reference.device:
+        raise ArgumentError("coords", coords, f"a tensor on {reference.device}, the device of the MMFF parameters",
+                            owner="bio.mmff_energy", shown=f"a tensor on {coords.device}",
+                            note="build the energy with bio.mmff_energy(..., device=...) or move coords with .to()")
+    if coords.dim() not in (2, 3) or tuple(coords.shape[-2:]) != (n_atoms, 3):
+        raise ArgumentError("coords", coords, f"of shape (N, 3) or (B, N, 3) with N = {n_atoms} atoms (Å)",
+                            owner="bio.mmff_energy", shown=f"shape {tuple(coords.shape)}")
+    return coords

@@ -1,5 +1,8 @@
 """bio.mmff_energy against RDKit's MMFF94/MMFF94s force field: each term, the total and the gradients."""
 
+import importlib.util
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -36,6 +39,21 @@ MOLECULES = {
     "methylammonium_chloride": "C[NH3+].[Cl-]",
 }
 
+# Crystal poses of PDB ligands shipped with the posebusters package (a test dependency), found through its
+# installed location without importing it; from_sdf adds the missing hydrogens with coordinates.
+POSEBUSTERS_LIGANDS = ("1s3v", "1ia1")
+
+
+def posebusters_ligand(pdb_id):
+    spec = importlib.util.find_spec("posebusters")
+    if spec is None:
+        pytest.skip("posebusters (a test dependency) is not installed")
+    package, = spec.submodule_search_locations
+    path = os.path.join(package, "datasets", "pdb", pdb_id, f"{pdb_id}_ligand.sdf")
+    ligand, = bio.Ligand.from_sdf(path)
+    return ligand
+
+
 SWITCHES = {"bond": "SetMMFFBondTerm", "angle": "SetMMFFAngleTerm", "stretchbend": "SetMMFFStretchBendTerm",
             "oop": "SetMMFFOopTerm", "torsion": "SetMMFFTorsionTerm", "vdw": "SetMMFFVdWTerm",
             "ele": "SetMMFFEleTerm"}
@@ -52,25 +70,34 @@ def rdkit_force_field(mol, variant="MMFF94", only=None, distance_dielectric=Fals
     return rdForceFieldHelpers.MMFFGetMoleculeForceField(mol, props)
 
 
-def check_against_rdkit(ligand, variant="MMFF94"):
-    coords = ligand.conformers_angstrom[0].clone().requires_grad_()
-    terms = bio.mmff_energy(ligand, variant, components=True)(coords)
+def check_against_rdkit(ligand, variant="MMFF94", device=None):
+    coords = ligand.conformers_angstrom[0].to(device).requires_grad_()
+    terms = bio.mmff_energy(ligand, variant, components=True, device=device)(coords)
     assert set(terms) == set(TERMS)
     for term in TERMS:
         force_field = rdkit_force_field(ligand.mol, variant, only=term)
         gradient, = torch.autograd.grad(terms[term], coords, retain_graph=True)
+        assert terms[term].device == coords.device
         assert terms[term].item() == pytest.approx(force_field.CalcEnergy(), abs=1e-4), term
-        np.testing.assert_allclose(gradient.numpy().ravel(), force_field.CalcGrad(), atol=1e-4, err_msg=term)
+        np.testing.assert_allclose(gradient.cpu().numpy().ravel(), force_field.CalcGrad(), atol=1e-4, err_msg=term)
     force_field = rdkit_force_field(ligand.mol, variant)
     total = sum(terms.values())
     gradient, = torch.autograd.grad(total, coords)
     assert total.item() == pytest.approx(force_field.CalcEnergy(), abs=1e-4)
-    np.testing.assert_allclose(gradient.numpy().ravel(), force_field.CalcGrad(), atol=1e-4)
+    np.testing.assert_allclose(gradient.cpu().numpy().ravel(), force_field.CalcGrad(), atol=1e-4)
 
 
 @pytest.mark.parametrize("name", MOLECULES)
-def test_mmff94_matches_rdkit(name):
-    check_against_rdkit(bio.Ligand.from_smiles(MOLECULES[name], seed=7))
+def test_mmff94_matches_rdkit(name, device):
+    check_against_rdkit(bio.Ligand.from_smiles(MOLECULES[name], seed=7), device=device)
+
+
+@pytest.mark.parametrize("pdb_id", POSEBUSTERS_LIGANDS)
+@pytest.mark.parametrize("variant", ["MMFF94", "MMFF94s"])
+def test_crystal_ligands_match_rdkit(pdb_id, variant):
+    ligand = posebusters_ligand(pdb_id)
+    assert ligand.symbols.count("H") > 0 and torch.isfinite(ligand.conformers).all()
+    check_against_rdkit(ligand, variant)
 
 
 @pytest.mark.parametrize("name", ["aspirin", "imatinib", "benzamidinium", "erlotinib", "penicillin_g_anion"])
@@ -105,6 +132,39 @@ def test_energy_is_differentiable_in_parameters():
     bond = energy(ligand.conformers_angstrom[0], parameters)["bond"]
     gradient, = torch.autograd.grad(bond, kb)
     assert (gradient * kb).sum().item() == pytest.approx(bond.item(), rel=1e-12)  # linear in kb
+
+
+def test_parameters_on_device_in_dtype(device):
+    ligand = bio.Ligand.from_smiles(MOLECULES["paracetamol"], seed=1)
+    energy = bio.mmff_energy(ligand, device=device, dtype=torch.float32)
+    for values in energy.parameters.values():
+        for name, value in values.items():
+            if isinstance(value, torch.Tensor):
+                assert value.device.type == device.type, name
+                assert value.dtype in (torch.long, torch.bool, torch.float32), name
+    coords = ligand.conformers_angstrom.to(device, torch.float32)
+    result = energy(coords)
+    assert result.dtype == torch.float32 and result.device.type == device.type
+    expected = rdkit_force_field(ligand.mol).CalcEnergy()
+    assert result.item() == pytest.approx(expected, abs=1e-2)  # float32 rounding only
+    assert energy(ligand.conformers_angstrom[0].tolist()).item() == pytest.approx(expected, abs=1e-2)  # a list
+
+
+def test_coords_on_another_device_are_refused():
+    ligand = bio.Ligand.from_smiles("CCO")
+    energy = bio.mmff_energy(ligand)
+    with pytest.raises(bio.ArgumentError, match=r"coords must be a tensor on cpu.*got a tensor on meta"):
+        energy(torch.zeros(len(ligand), 3, device="meta"))
+    with pytest.raises(bio.ArgumentError, match=r"N = 9 atoms.*got shape \(8, 3\)"):
+        energy(torch.zeros(8, 3, dtype=torch.float64))
+
+
+def test_bad_device_or_dtype_is_refused():
+    ligand = bio.Ligand.from_smiles("CCO")
+    with pytest.raises(bio.ArgumentError, match="dtype"):
+        bio.mmff_energy(ligand, dtype=torch.float16)
+    with pytest.raises(bio.ArgumentError, match="device"):
+        bio.mmff_energy(ligand, device="tpu")
 
 
 def test_unknown_variant_is_refused():
