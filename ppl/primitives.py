@@ -15,7 +15,8 @@ Message keys (the same for every site type):
 - ``value``: the site's value (None until something provides it); ``is_observed``: True for data.
 - ``scale``: None or a factor multiplying the site's log-density; ``mask``: None, a bool or a bool tensor
   (broadcasting with the batch shape) zeroing the log-density where False.
-- ``cond_indep_stack``: the ``CondIndepStackFrame(name, dim, size)`` of each enclosing plate, innermost first.
+- ``cond_indep_stack``: the ``CondIndepStackFrame(name, dim, size, full_size)`` of each enclosing plate,
+  innermost first.
 - ``infer``: a dict of hints for inference algorithms; ``stop``: see above.
 
 Without any handler, ``sample`` draws with torch's global random number generator, as in Pyro;
@@ -46,8 +47,9 @@ __all__ = [
 
 _STACK = []
 
-CondIndepStackFrame = namedtuple("CondIndepStackFrame", ["name", "dim", "size"])
-CondIndepStackFrame.__doc__ = "A plate enclosing a site: its name, its (negative) batch dim and its (subsample) size."
+CondIndepStackFrame = namedtuple("CondIndepStackFrame", ["name", "dim", "size", "full_size"], defaults=(None,))
+CondIndepStackFrame.__doc__ = """A plate enclosing a site: its name, its (negative) batch dim, its (subsample) size and
+its full size (Pyro's ``full_size``; the plate's own site may be hidden, e.g. by ``block``)."""
 
 
 class Messenger:
@@ -319,7 +321,7 @@ class plate(Messenger):
     def process_message(self, msg):
         if msg["type"] not in ("sample", "param", "plate", "deterministic"):
             return
-        msg["cond_indep_stack"].append(CondIndepStackFrame(self.name, self.dim, self.subsample_size))
+        msg["cond_indep_stack"].append(CondIndepStackFrame(self.name, self.dim, self.subsample_size, self.size))
         if msg["type"] != "sample":
             return
         _expand_to_plates(msg)

@@ -89,8 +89,11 @@ class AutoGuide:
             potential = Potential(self.model, args, kwargs, init_strategy=self.init_loc_fn)
             z = potential.initial_params()
             _, self.prototype_trace = log_density(self.model, args, kwargs, potential.constrain(z))
+        # the sizes from the sites' frames: a blocked model (block(model, expose=[...])) hides its plate sites
         self._plate_sizes = {
-            name: site["args"] for name, site in self.prototype_trace.items() if site["type"] == "plate"
+            frame.name: (frame.full_size, frame.size)
+            for site in self.prototype_trace.values()
+            for frame in site["cond_indep_stack"]
         }
         self._sites = {}
         for name, latent in potential.latent_sites.items():

@@ -320,3 +320,32 @@ def test_errors(device):
     at_zero = ppl.init_to_value(values={"x": torch.zeros(2, dtype=torch.float64)})
     with pytest.raises(InferenceError, match="not positive definite"):
         AutoLaplaceApproximation(saddle, init_loc_fn=at_zero).laplace_approximation()
+
+
+def test_guide_list_of_blocked_models_with_plates(device):
+    """Issue 16: autoguides of blocked models whose exposed sites sit in a plate (the plate's own site is hidden by
+    the block) raised KeyError. MAP for mu (AutoDelta) and AutoNormal for the local z_i find the known optimum:
+    q(z_i) is the exact conditional p(z_i | mu, y_i), and mu maximizes the marginal p(mu, y)."""
+    x = torch.tensor([0.5, -1.0, 1.5, 2.0, -0.3], dtype=torch.float64, device=device)
+    y = torch.tensor([1.0, 0.2, 2.5, 1.7, -0.4], dtype=torch.float64, device=device)
+
+    def model(x, y):
+        mu = ppl.sample("mu", dist.Normal(x.new_tensor(0.0), 1.0))
+        with ppl.plate("data", len(x)):
+            z = ppl.sample("z", dist.Normal(mu, 1.0))
+            ppl.sample("y", dist.Normal(z * x, 0.5), obs=y)
+
+    guide = AutoGuideList(model)
+    guide.append(AutoDelta(block(model, expose=["mu"])))
+    guide.append(AutoNormal(block(model, expose=["z"])))
+    torch.manual_seed(0)
+    _fit(model, guide, (x, y), steps=800, particles=32, lr=0.05)
+    xn, yn = x.cpu().numpy(), y.cpu().numpy()
+    precision = 1 + xn**2 / 0.25  # of z_i given mu and y_i
+    mu = np.sum(xn * yn / 0.25 / precision) / (len(xn) + 1 - np.sum(1 / precision))
+    loc = (mu + xn * yn / 0.25) / precision
+    store = ppl.get_param_store()
+    assert float(store["AutoDelta.mu"].detach()) == pytest.approx(mu, abs=0.02)
+    np.testing.assert_allclose(store["AutoNormal.locs.z"].detach().cpu().numpy(), loc, atol=0.02)
+    np.testing.assert_allclose(store["AutoNormal.scales.z"].detach().cpu().numpy(), precision**-0.5, rtol=0.03)
+    assert guide(x, y)["z"].shape == (5,)
