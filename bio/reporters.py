@@ -37,7 +37,8 @@ class StateDataReporter(_Reporter):
 
     file: path or open text file (e.g. sys.stdout). Columns, in this order, each off by default as in OpenMM:
     step, time (ps), potential_energy, kinetic_energy, total_energy (kJ/mol), temperature (K). For a batch of
-    replicas each report writes one line per replica, after a leading "Replica" column.
+    replicas each report writes one line per replica, after a leading "Replica" column. append: add to an
+    existing file without writing the header again (OpenMM's `append`; for a resumed run).
     """
 
     _COLUMNS = (("step", '"Step"'), ("time", '"Time (ps)"'),
@@ -46,13 +47,14 @@ class StateDataReporter(_Reporter):
                 ("temperature", '"Temperature (K)"'))
 
     def __init__(self, file, report_interval, step=False, time=False, potential_energy=False, kinetic_energy=False,
-                 total_energy=False, temperature=False, separator=","):
-        super().__init__(file, report_interval, "w")
+                 total_energy=False, temperature=False, separator=",", append=False):
+        checks.flag("append", append, type(self).__name__)
+        super().__init__(file, report_interval, "a" if append else "w")
         wanted = {"step": step, "time": time, "potential_energy": potential_energy,
                   "kinetic_energy": kinetic_energy, "total_energy": total_energy, "temperature": temperature}
         self._columns = [(name, title) for name, title in self._COLUMNS if wanted[name]]
         self._separator = separator
-        self._header_written = False
+        self._header_written = append
 
     def report(self, simulation):
         potential = simulation.potential_energy

@@ -69,7 +69,7 @@ def print_components(system, positions, label):
 def reporters(csv, dcd, interval, append=False):
     """OpenMM-format reporters: CSV state data (to a path or an open file) and a DCD trajectory."""
     return [bio.StateDataReporter(csv, interval, step=True, time=True, potential_energy=True,
-                                  kinetic_energy=True, total_energy=True, temperature=True),
+                                  kinetic_energy=True, total_energy=True, temperature=True, append=append),
             bio.DCDReporter(dcd, interval, append=append)]
 
 
@@ -144,12 +144,9 @@ def main(out=f"tutorial_output/{NAME}", quick=False, seed=1):
     resumed = bio.Simulation(system, bio.LangevinMiddleIntegrator(TEMPERATURE, FRICTION, STEP_SIZE))
     resumed.load_checkpoint(out / "checkpoint.pt")
     print(f"resumed from the checkpoint at step {resumed.current_step} ({resumed.time:.3f} ps)")
-    # StateDataReporter has no append option (OpenMM's has): give it the CSV file opened for appending; it
-    # writes its header line again.
-    with open(out / "md.csv", "a") as csv:
-        resumed.reporters.extend(reporters(csv, out / "trajectory.dcd", interval, append=True))
-        resumed.step(num_steps - resumed.current_step, progress=not quick)
-        close(resumed)
+    resumed.reporters.extend(reporters(out / "md.csv", out / "trajectory.dcd", interval, append=True))
+    resumed.step(num_steps - resumed.current_step, progress=not quick)
+    close(resumed)
     seconds = time.perf_counter() - start
     difference = float((resumed.positions - simulation.positions).abs().max())
     print(f"{1.5 * num_steps:.0f} steps in {seconds:.1f} s; resumed vs uninterrupted run: largest position "

@@ -371,6 +371,22 @@ def test_reporters_need_a_replica_for_batches(tmp_path, dipeptide, dipeptide_sys
         simulation.step(1)
 
 
+def test_state_data_reporter_appends_without_a_second_header(tmp_path, dipeptide, dipeptide_systems):
+    """OpenMM's append=True: the file is opened for appending and the header is not written again."""
+    system = _system(dipeptide_systems["none"], dipeptide)
+    path = tmp_path / "state.csv"
+    simulation = bio.Simulation(system, bio.VerletIntegrator(0.001), system.positions)
+    for append in (False, True):
+        with bio.StateDataReporter(path, 1, step=True, potential_energy=True, append=append) as reporter:
+            simulation.reporters[:] = [reporter]
+            simulation.step(2)
+    lines = path.read_text().splitlines()
+    assert lines[0] == '#"Step","Potential Energy (kJ/mole)"' and len(lines) == 5
+    assert [int(line.split(",")[0]) for line in lines[1:]] == [1, 2, 3, 4]
+    with pytest.raises(ValueError, match="append"):
+        bio.StateDataReporter(path, 1, append="yes")
+
+
 # ---- checkpoints and errors ------------------------------------------------------------------------------
 
 
