@@ -48,13 +48,10 @@ def run(ctx):
                                ctx.plot_path("dft_scf_convergence.png"), "SCF cycle", "", "SCF convergence "
                                f"(B3LYP/{basis}, DIIS)", logy=True)
 
-    with torch.no_grad():
-        mol_plain = dft.Molecule(WATER, basis=basis, device=ctx.device)
-        mf_plain = dft.RKS(mol_plain, xc="b3lyp", conv_tol=1e-10)
-        mf_plain.kernel(strict=True)
-    dipole = dft.dipole(mf_plain).detach().cpu()
+    mol.coords.requires_grad_(False)  # the same converged SCF serves the dipole and the Hessian
+    dipole = dft.dipole(mf).detach().cpu()
     ctx.echo(f"dipole: {float(dipole.norm()) * DEBYE_PER_AU:.3f} D")
-    freqs = dft.frequencies(mf_plain).detach().cpu()
+    freqs = dft.frequencies(mf).detach().cpu()
     freqs = [float(f) for f in freqs if abs(float(f)) > 100.0]  # the vibrations, not translations/rotations
     ctx.echo("harmonic frequencies: " + ", ".join(f"{f:.0f}" for f in freqs) + " cm^-1 (Hessian by autograd)")
 
