@@ -25,6 +25,7 @@ from .integrators import LangevinMiddleIntegrator, State, VerletIntegrator
 from .io import read_structure
 from .ligand import Ligand
 from .minimize import MinimizationResult, minimize, positional_restraints
+from .openmm_reference import openmm_energy_components
 from .mmff import mmff_components, mmff_energy, mmff_parameters
 from .reporters import CheckpointReporter, DCDReporter, PDBReporter, StateDataReporter
 from .simulation import Simulation
@@ -35,4 +36,4 @@ __all__ = ["BioError", "ArgumentError", "ConstraintError", "ParameterizationErro
            "read_structure", "Constraints", "minimize", "MinimizationResult", "positional_restraints",
            "VerletIntegrator", "LangevinMiddleIntegrator", "State", "Simulation", "StateDataReporter",
            "PDBReporter", "DCDReporter", "CheckpointReporter", "Ligand", "LigandError", "mmff_energy",
-           "mmff_parameters", "mmff_components"]
+           "mmff_parameters", "mmff_components", "openmm_energy_components"]

@@ -26,7 +26,6 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import openmm  # noqa: E402
 import openmm.app as app  # noqa: E402
 import openmm.unit as unit  # noqa: E402
 
@@ -38,28 +37,10 @@ FORCEFIELD = ("amber14-all.xml", "implicit/obc2.xml")
 TEMPERATURE, FRICTION, STEP_SIZE = 300.0, 1.0, 0.002  # K, 1/ps, ps
 
 
-def openmm_energies(openmm_system, positions):
-    """Energy of each force class (kJ/mol) from OpenMM's Reference platform, each force in its own group."""
-    system = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(openmm_system))  # a copy to edit
-    names = {}
-    for group, force in enumerate(system.getForces()):
-        force.setForceGroup(group)
-        names[group] = type(force).__name__
-    platform = openmm.Platform.getPlatformByName("Reference")
-    context = openmm.Context(system, openmm.VerletIntegrator(STEP_SIZE), platform)
-    context.setPositions(positions.detach().cpu().numpy())
-    energies = {}
-    for group, name in names.items():
-        energy = context.getState(getEnergy=True, groups={group}).getPotentialEnergy()
-        energies[name] = energies.get(name, 0.0) + energy.value_in_unit(unit.kilojoule_per_mole)
-    energies.pop("CMMotionRemover", None)  # no energy; it removes the centre-of-mass motion during dynamics
-    return energies
-
-
 def print_components(system, positions, label):
     """A table of bio's energy components beside OpenMM's at ``positions`` (nm)."""
     ours = {name: float(value) for name, value in system.energy_components(positions).items()}
-    reference = openmm_energies(system.openmm_system, positions)
+    reference = bio.openmm_energy_components(system.openmm_system, positions)
     print(f"{label + ':':<25}{'bio':>14} {'OpenMM':>14} {'difference':>11}  (kJ/mol)")
     for name in ours:
         print(f"  {name:>22} {ours[name]:14.4f} {reference[name]:14.4f} {ours[name] - reference[name]:11.1e}")

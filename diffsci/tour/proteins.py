@@ -23,28 +23,8 @@ def villin():
     return modeller.topology, modeller.positions
 
 
-def openmm_energies(openmm_system, positions):
-    """OpenMM's energy per force class (kJ/mol) on its Reference platform, each force in its own group."""
-    import openmm
-    import openmm.unit as unit
-
-    system = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(openmm_system))
-    names = {}
-    for group, force in enumerate(system.getForces()):
-        force.setForceGroup(group)
-        names[group] = type(force).__name__
-    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
-    context.setPositions(np.asarray(positions, dtype=np.float64))
-    energies = {}
-    for group, name in names.items():
-        energy = context.getState(getEnergy=True, groups={group}).getPotentialEnergy()
-        energies[name] = energies.get(name, 0.0) + energy.value_in_unit(unit.kilojoule_per_mole)
-    return energies
-
-
 def run(ctx):
     import openmm.app as app
-    import openmm.unit as unit
     import torch
 
     import bio
@@ -55,7 +35,7 @@ def run(ctx):
     system = bio.System.from_openmm(openmm_system, topology, positions, device=ctx.device)
     x0 = system.positions
     ours = {name: float(value) for name, value in system.energy_components(x0).items()}
-    reference = openmm_energies(openmm_system, positions.value_in_unit(unit.nanometer))
+    reference = bio.openmm_energy_components(openmm_system, positions)
     rows = [[name, f"{ours[name]:.4f}", f"{reference[name]:.4f}", f"{abs(ours[name] - reference[name]):.1e}"]
             for name in reference if name in ours]
     total, total_ref = sum(ours.values()), sum(reference.values())

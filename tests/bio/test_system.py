@@ -196,3 +196,14 @@ def test_bad_positions_shape_is_explained():
     with pytest.raises(ValueError, match=r"\(N, 3\) or \(B, N, 3\) with N = 22"):
         system.energy(torch.zeros(21, 3, dtype=torch.float64))
     assert np.isfinite(system.energy(system.positions.numpy()).item())
+
+
+def test_openmm_energy_components_are_openmms_per_force_energies():
+    """bio.openmm_energy_components (the OpenMM side of a parity table) against the tests' own reference, for
+    every way of passing positions."""
+    system = bio.System.from_pdb(ALANINE_DIPEPTIDE)
+    reference, _ = openmm_reference(system.openmm_system, system.positions.numpy())
+    reference.pop("CMMotionRemover", None)
+    quantity = system.positions.numpy() * unit.nanometer
+    for positions in (system.positions, system.positions.numpy(), quantity):
+        assert bio.openmm_energy_components(system.openmm_system, positions) == pytest.approx(reference, rel=1e-12)
