@@ -15,6 +15,10 @@ nm, kJ/mol, ps, elementary charge).
     ligand = bio.Ligand.from_smiles("CC(=O)Oc1ccccc1C(=O)O", num_conformers=8)   # RDKit ETKDG, nm
     energy = bio.mmff_energy(ligand)                                             # MMFF94 in Å -> kcal/mol
     energies = energy(ligand.conformers_angstrom)                                # (8,), matches RDKit
+
+    receptor = bio.Receptor.from_pdb("protein.pdb", ph=7.4)       # PDBFixer hydrogens, AutoDock types
+    score = bio.vina_score(ligand, receptor, center=(x, y, z), size=(20, 20, 20))
+    score(ligand.conformers_angstrom)                             # (8,) kcal/mol, AutoDock Vina's score
 """
 
 from .constraints import Constraints
@@ -27,6 +31,9 @@ from .ligand import Ligand
 from .minimize import MinimizationResult, minimize, positional_restraints
 from .openmm_reference import openmm_energy_components
 from .mmff import mmff_components, mmff_energy, mmff_parameters
+from .receptor import Receptor
+from .autodock import read_pdbqt
+from .vina import vina_score
 from .reporters import CheckpointReporter, DCDReporter, PDBReporter, StateDataReporter
 from .simulation import Simulation
 from .system import System
@@ -36,4 +43,5 @@ __all__ = ["BioError", "ArgumentError", "ConstraintError", "ParameterizationErro
            "read_structure", "Constraints", "minimize", "MinimizationResult", "positional_restraints",
            "VerletIntegrator", "LangevinMiddleIntegrator", "State", "Simulation", "StateDataReporter",
            "PDBReporter", "DCDReporter", "CheckpointReporter", "Ligand", "LigandError", "mmff_energy",
-           "mmff_parameters", "mmff_components", "openmm_energy_components"]
+           "mmff_parameters", "mmff_components", "openmm_energy_components", "Receptor", "read_pdbqt",
+           "vina_score"]

@@ -80,6 +80,20 @@ class Ligand:
     def __len__(self):
         return len(self.symbols)
 
+    def autodock(self):
+        """The ligand prepared for AutoDock Vina by Meeko (computed once, then cached): AutoDock and XS atom
+        types, rigid fragments and rotatable bonds (torsion tree), Vina's torsion count (terminal rotors count
+        0.5), the internal pairs Vina scores, and PDBQT writing (`.pdbqt(coords_angstrom)`); see
+        bio.autodock.LigandSetup. Raises LigandError if Meeko fails or an atom has a type Vina cannot read."""
+        if getattr(self, "_autodock", None) is None:
+            from .autodock import prepare_ligand
+            self._autodock = prepare_ligand(self.mol, self.name)
+        return self._autodock
+
+    def to_pdbqt(self, conformer=0):
+        """PDBQT text of one conformer (Å), with Meeko's torsion tree: what the vina package reads."""
+        return self.autodock().pdbqt(self.conformers_angstrom[conformer])
+
     def __repr__(self):
         return f"Ligand({self.name!r}, atoms={len(self)}, conformers={self.conformers.shape[0]})"
 
