@@ -96,7 +96,7 @@ class Grid:
     Args:
         mol: :class:`dft.Molecule`.
         level: PySCF grid level 0-9 (3 is PySCF's default).
-        deriv: AO derivative order the functional needs (0 for LDA, 1 for GGA).
+        deriv: AO derivative order the functional needs (0 for LDA, 1 for GGA and meta-GGA: grad rho, tau).
         max_memory: AO values are computed once and kept if they fit in this many MB, else recomputed
             block by block on every call of :meth:`blocks`.
         grid_response: when ``mol.coords`` requires grad, move points and Becke weights with the atoms (see the

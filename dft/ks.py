@@ -86,7 +86,7 @@ class _KohnSham:
             self.eri = integrals.eri(mol, self.max_memory, aosym="s4" if pure else "s1")
         # Hartree-Fock has no semi-local components: no grid to build or integrate over.
         semilocal = len(self.functional.components) > 0
-        deriv = 1 if self.functional.family == "gga" else 0
+        deriv = 0 if self.functional.family == "lda" else 1  # GGAs and meta-GGAs need AO gradients
         self.grid = (Grid(mol, self.grid_level, deriv=deriv, max_memory=self.max_memory / 2,
                           grid_response=self.grid_response) if semilocal else None)
         self.converged = False

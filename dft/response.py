@@ -159,8 +159,9 @@ class _Functional:
     def __init__(self, module, tensors, hyb):
         self.module, self.tensors, self.hyb, self.family = module, tensors, hyb, module.family
 
-    def __call__(self, rho, sigma=None, spin=0):
-        return torch.func.functional_call(self.module, self.tensors, (rho, sigma), {"spin": spin})
+    def __call__(self, rho, sigma=None, spin=0, tau=None):
+        kwargs = {"spin": spin} if tau is None else {"spin": spin, "tau": tau}
+        return torch.func.functional_call(self.module, self.tensors, (rho, sigma), kwargs)
 
     def parameters(self):
         """The tensors the functional computes with that may require grad: the substituted ones and the

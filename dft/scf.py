@@ -8,7 +8,9 @@ Conventions (atomic units throughout):
   pairs i >= j (Coulomb only); its 8-fold packed form (npair (npair + 1) / 2,) (CPU); or a density-fitting
   factor B, (naux, nao, nao) with (ij|kl) ~= sum_P B_Pij B_Pkl (see ``dft.integrals``).
 - ``xc`` is a functional ``e = xc(rho, sigma=None, spin=0)`` returning the XC energy per volume on grid points,
-  with attributes ``hyb`` (exact-exchange fraction) and ``family`` ("lda" or "gga"); E_xc = sum_g w_g e_g.
+  with attributes ``hyb`` (exact-exchange fraction) and ``family`` ("lda", "gga" or "mgga"); E_xc = sum_g w_g e_g.
+  A meta-GGA is called ``xc(rho, sigma, spin=..., tau=tau)`` with the kinetic-energy density
+  tau = 1/2 sum_i occ_i |grad phi_i|^2 [Hartree bohr^-3] (PySCF's convention).
   V_xc is the autograd derivative of E_xc with respect to the density matrix.
 
 Every energy here is a torch function of the density matrix and the integrals, so it can be differentiated.
@@ -142,13 +144,26 @@ def eval_rho(ao, dm, gga=False):
     return (rho, 2 * values[..., 1:, :]) if gga else (rho, None)
 
 
-def _eval_rho_transpose(ao, rho_bar, grad_bar=None):
-    """The transpose of :func:`eval_rho` as a linear map of ``dm``: d/dD sum_g (rho_bar_g rho_g + grad_bar_g .
-    grad rho_g) for cotangents rho_bar (..., Nb) and grad_bar (..., 3, Nb) (None for LDA); (..., nao, nao)."""
+def eval_tau(ao, dm):
+    """Kinetic-energy density tau = 1/2 sum_x sum_ij D_ij d_x phi_i d_x phi_j on grid points [Hartree bohr^-3]
+    (PySCF's ``eval_rho(..., xctype='MGGA')`` row 5): AO values with first derivatives ``ao`` (4, Nb, nao),
+    ``dm`` (..., nao, nao) -> (..., Nb). Linear in ``dm``."""
+    return 0.5 * sum(((ao[x] @ dm) * ao[x]).sum(-1) for x in (1, 2, 3))
+
+
+def _eval_rho_transpose(ao, rho_bar, grad_bar=None, tau_bar=None):
+    """The transpose of :func:`eval_rho` (and :func:`eval_tau`) as a linear map of ``dm``: d/dD sum_g (rho_bar_g
+    rho_g + grad_bar_g . grad rho_g + tau_bar_g tau_g) for cotangents rho_bar (..., Nb), grad_bar (..., 3, Nb)
+    (None for LDA) and tau_bar (..., Nb) (None unless meta-GGA); (..., nao, nao)."""
     weighted = rho_bar.unsqueeze(-1) * ao[0]  # (..., Nb, nao); accumulated in place: twice einsum's speed
     for x in range(3 if grad_bar is not None else 0):
         weighted.addcmul_(grad_bar[..., x, :, None], ao[x + 1], value=2)
-    return ao[0].mT @ weighted
+    out = ao[0].mT @ weighted
+    if tau_bar is not None:
+        half = 0.5 * tau_bar.unsqueeze(-1)
+        for x in (1, 2, 3):
+            out = out + ao[x].mT @ (half * ao[x])
+    return out
 
 
 def _sigma(grad):
@@ -175,16 +190,19 @@ def _sigma_vjp(grad, sigma_bar):
     return torch.stack([2 * aa * grad[0] + ab * grad[1], ab * grad[0] + 2 * bb * grad[1]])
 
 
-def _energy_density(xc, rho, sigma):
-    """e (Nb,) [Hartree bohr^-3] from rho (Nb,) restricted or (2, Nb) per spin and sigma from :func:`_sigma`
-    (None for LDA)."""
-    return xc(rho, sigma, spin=rho.ndim - 1)
+def _energy_density(xc, rho, sigma, tau=None):
+    """e (Nb,) [Hartree bohr^-3] from rho (Nb,) restricted or (2, Nb) per spin, sigma from :func:`_sigma`
+    (None for LDA) and tau like rho (meta-GGA only, else None)."""
+    if tau is None:
+        return xc(rho, sigma, spin=rho.ndim - 1)
+    return xc(rho, sigma, spin=rho.ndim - 1, tau=tau)
 
 
 def _xc_block(xc, weights, ao, dm):
     """E_xc (Hartree) of one grid block."""
     rho, grad = eval_rho(ao, dm, xc.family != "lda")
-    return (weights * _energy_density(xc, rho, None if grad is None else _sigma(grad))).sum()
+    tau = eval_tau(ao, dm) if xc.family == "mgga" else None
+    return (weights * _energy_density(xc, rho, None if grad is None else _sigma(grad), tau)).sum()
 
 
 def xc_energy(xc, grid, dm):
@@ -244,6 +262,7 @@ class _XCPotential(torch.autograd.Function):
 
     A first-order backward applies the Hessian of E_xc: with v = (rho, sigma) per point (from u = (rho, grad
     rho), linear in D by :func:`eval_rho`), d2E/dD2 = L^T (dv/du^T w d2e/dv2 dv/du + w de/dsigma d2sigma/du2) L.
+    For a meta-GGA v also holds tau, linear in D (:func:`eval_tau`), so it enters through L alone.
     The per-point second derivatives are computed once, at the first backward, from the graph of the first
     derivatives that the forward built anyway, and kept: each backward then costs two AO products instead of
     differentiating the functional twice. A double backward (create_graph) goes through the functional by
@@ -276,26 +295,30 @@ class _XCPotential(torch.autograd.Function):
 
 class _Kernel:
     """One block's E_xc at a density matrix, with its first derivatives and (computed on first use, from their
-    graph) its second derivatives in the variables v = (rho per spin, sigma components) of the functional."""
+    graph) its second derivatives in the variables v = (rho per spin, sigma components, tau per spin for a
+    meta-GGA) of the functional."""
 
     def __init__(self, xc, weights, ao, dm):
         self.ao = ao
+        self.mgga = xc.family == "mgga"
         rho, self.grad = eval_rho(ao, dm.detach(), xc.family != "lda")
         with torch.enable_grad():
             rho = rho.requires_grad_()
             sigma = None if self.grad is None else _sigma(self.grad).requires_grad_()
-            self._variables = [v for v in (rho, sigma) if v is not None]
-            e = (weights * _energy_density(xc, rho, sigma)).sum()
+            tau = eval_tau(ao, dm.detach()).requires_grad_() if self.mgga else None
+            self._variables = [v for v in (rho, sigma, tau) if v is not None]
+            e = (weights * _energy_density(xc, rho, sigma, tau)).sum()
             self._firsts = torch.autograd.grad(e, self._variables, create_graph=True, materialize_grads=True)
         self.energy = e.detach()
         self.e_rho = self._firsts[0].detach()  # w de/drho, like rho
         self.e_sigma = None if sigma is None else self._firsts[1].detach()  # w de/dsigma, like sigma
+        self.e_tau = self._firsts[2].detach() if self.mgga else None  # w de/dtau, like rho
         self._hessian = None
 
     def potential(self):
         """dE/dD of the block (unsymmetrized), (..., nao, nao)."""
         grad_bar = None if self.grad is None else _sigma_vjp(self.grad, self.e_sigma)
-        return _eval_rho_transpose(self.ao, self.e_rho, grad_bar)
+        return _eval_rho_transpose(self.ao, self.e_rho, grad_bar, self.e_tau)
 
     def hessian(self):
         """w d2e/dv_i dv_j, (m, m, Nb); the graph of the first derivatives is released once it is built."""
@@ -318,16 +341,21 @@ class _Kernel:
         hessian = self.hessian()
         rho1, grad1 = eval_rho(self.ao, dm1, self.grad is not None)
         nb = rho1.shape[-1]
-        v1 = rho1.reshape(-1, nb)
+        v1 = [rho1.reshape(-1, nb)]
         if self.grad is not None:
-            v1 = torch.cat([v1, _sigma_jvp(self.grad, grad1).reshape(-1, nb)])
-        v_bar = torch.einsum("ijg,jg->ig", hessian, v1)
+            v1.append(_sigma_jvp(self.grad, grad1).reshape(-1, nb))
+        if self.mgga:
+            v1.append(eval_tau(self.ao, dm1).reshape(-1, nb))
+        v_bar = torch.einsum("ijg,jg->ig", hessian, torch.cat(v1))
         nrho = rho1.numel() // nb
         rho_bar = v_bar[:nrho].view_as(rho1)
         if self.grad is None:
             return _eval_rho_transpose(self.ao, rho_bar)
-        grad_bar = _sigma_vjp(self.grad, v_bar[nrho:].view_as(self.e_sigma)) + _sigma_vjp(grad1, self.e_sigma)
-        return _eval_rho_transpose(self.ao, rho_bar, grad_bar)
+        nsigma = self.e_sigma.numel() // nb
+        grad_bar = (_sigma_vjp(self.grad, v_bar[nrho:nrho + nsigma].view_as(self.e_sigma))
+                    + _sigma_vjp(grad1, self.e_sigma))
+        tau_bar = v_bar[nrho + nsigma:].view_as(rho1) if self.mgga else None
+        return _eval_rho_transpose(self.ao, rho_bar, grad_bar, tau_bar)
 
 
 class Veff(NamedTuple):

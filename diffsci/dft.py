@@ -19,7 +19,8 @@ EXAMPLE = "diffsci dft water.xyz --xc b3lyp --basis def2-svp"
 def add_arguments(parser):
     parser.add_argument("xyz", help="XYZ file (Ångström)")
     parser.add_argument("--xc", default="lda,vwn",
-                        help="functional, PySCF's names: lda,vwn (default), pbe, blyp, b3lyp, b3lyp5, pbe0, hf, ...")
+                        help="functional, PySCF's names: lda,vwn (default), pbe, blyp, b3lyp, b3lyp5, pbe0, hf, ...; "
+                             "the shipped learned nn-pbe; or a file saved by dft.xc.save / diffsci fit-xc")
     parser.add_argument("--basis", default="def2-svp", help="basis set known to PySCF (default def2-svp)")
     parser.add_argument("--charge", type=int, default=0, help="net charge (default 0)")
     parser.add_argument("--spin", type=int, default=0, help="2S = N_alpha - N_beta (default 0)")
@@ -48,6 +49,9 @@ def run(args):
         print(f"diffsci dft: error: {option}{error}", file=sys.stderr)
         return 1
     print(f"{method.__name__} {mf.functional.name} / {args.basis}: {len(mol.symbols)} atoms, {mol.nelectron} electrons")
+    trained_in = getattr(mf.functional, "basis", None)
+    if trained_in is not None and trained_in.lower() != args.basis.lower():
+        print(f"note: {args.xc} was trained in the {trained_in} basis; its errors were measured there", file=sys.stderr)
     print(f"converged in {mf.cycles} cycles")
     for name, value in mf.energy_components.items():
         print(f"  {name:<16s} {float(value): .10f} Ha")
