@@ -2,10 +2,13 @@
 
 Models are Python functions written with the primitives (``sample``, ``param``, ``plate``, ``deterministic``,
 ``factor``, ``module``); :mod:`ppl.handlers` changes what they do (``trace``, ``seed``, ``condition``, ...);
+discrete sites are summed out by enumeration (``config_enumerate``, ``handlers.enum``, ``markov``, ``log_joint``);
 :class:`Potential` turns a model into the unconstrained potential that ``inference`` samples and fits.
 """
 
-from ppl import constraints, distributions, handlers, reparam, transforms
+from ppl import constraints, distributions, handlers, nn, reparam, transforms
+from ppl.contract import log_joint
+from ppl.enum import config_enumerate, markov
 from ppl.errors import ModelError, PPLError
 from ppl.initialization import init_to_median, init_to_sample, init_to_uniform, init_to_value
 from ppl.log_density import LatentSite, Potential, log_density, unvalidated
@@ -20,6 +23,7 @@ __all__ = [
     "ParamStore",
     "Potential",
     "clear_param_store",
+    "config_enumerate",
     "constraints",
     "deterministic",
     "distributions",
@@ -31,8 +35,11 @@ __all__ = [
     "init_to_uniform",
     "init_to_value",
     "log_density",
+    "log_joint",
+    "markov",
     "max_plate_nesting",
     "module",
+    "nn",
     "param",
     "plate",
     "reparam",

@@ -9,14 +9,18 @@ Names and semantics follow Pyro's ``poutine`` and NumPyro's ``handlers``.
 import torch
 
 from ppl.errors import ModelError
+from ppl.enum import config_enumerate, enum, markov
 from ppl.primitives import Messenger, apply_stack
 
 __all__ = [
     "Trace",
     "block",
     "condition",
+    "config_enumerate",
     "do",
+    "enum",
     "lift",
+    "markov",
     "mask",
     "reparam",
     "replay",

@@ -13,6 +13,8 @@ from collections import namedtuple
 
 import torch
 
+from ppl.contract import log_joint
+from ppl.enum import config_enumerate, enum
 from ppl.errors import ModelError
 from ppl.handlers import substitute, trace
 from ppl.initialization import init_to_uniform
@@ -49,6 +51,15 @@ def _is_latent(site):
     return site["type"] == "sample" and not site["is_observed"]
 
 
+def _is_enumerable(site):
+    """A discrete latent site with a finite support, not marked for another kind of enumeration."""
+    return (
+        site["fn"].support.is_discrete
+        and getattr(site["fn"], "has_enumerate_support", False)
+        and site["infer"].get("enumerate", "parallel") == "parallel"
+    )
+
+
 class _Unconstrain(Messenger):
     """Give each latent site the constrained value of its slice of ``z``, accumulating log|det J| (scaled like
     the site's log-density; None while every transform so far is the identity)."""
@@ -65,6 +76,8 @@ class _Unconstrain(Messenger):
         if not _is_latent(msg):
             return
         site = self.sites.get(msg["name"])
+        if site is None and msg["infer"].get("enumerate") == "parallel":
+            return  # summed out by enumeration
         if site is None:
             raise ModelError(
                 f"latent site '{msg['name']}' did not appear when the potential was set up: a model's latent sites "
@@ -74,12 +87,21 @@ class _Unconstrain(Messenger):
         unconstrained = self.parts[site.name].reshape(site.unconstrained_shape)
         value = transform(unconstrained)
         msg["value"] = value
-        if is_identity(transform):  # log|det J| = 0
+        imputed = msg["infer"].get("_imputed_mask")
+        if is_identity(transform) and imputed is None:  # log|det J| = 0
             return
-        log_det = transform.log_abs_det_jacobian(unconstrained, value)
         batch_dim = value.dim() - len(msg["fn"].event_shape)
+        log_det = transform.log_abs_det_jacobian(unconstrained, value)
         if log_det.dim() > batch_dim:
             log_det = log_det.sum(tuple(range(batch_dim, log_det.dim())))
+        if imputed is not None:
+            # The entries of an obs_mask site's imputed part that are observed have no density (flat and unused):
+            # a standard normal there in unconstrained space keeps the potential proper, and changes no other
+            # site's posterior.
+            tether = -0.5 * unconstrained**2 - 0.5 * math.log(2 * math.pi)
+            if tether.dim() > batch_dim:
+                tether = tether.sum(tuple(range(batch_dim, tether.dim())))
+            log_det = torch.where(imputed, tether, log_det)
         if msg["scale"] is not None:
             log_det = log_det * msg["scale"]
         log_det = log_det.sum()
@@ -121,6 +143,13 @@ class Potential:
     up (so bad observed data raises there) and off in every evaluation, where parameters outside their support
     give a NaN or infinite potential, which samplers treat as a divergence.
 
+    Discrete latent sites with a finite support (Bernoulli, Categorical, ...) are summed out by parallel
+    enumeration (``ppl.handlers.enum``, ``ppl.log_joint``), as NumPyro does: the potential is then that of the
+    continuous sites with the discrete ones marginalized (:attr:`enumerated` names them), and they do not appear
+    in ``z`` or in :meth:`constrain` (draw them afterwards with ``inference.discrete.infer_discrete``).
+    With ``enumerate="marked"`` (what autoguides use) only sites marked ``infer={"enumerate": "parallel"}``
+    (``ppl.config_enumerate``) are summed out, and other discrete sites raise.
+
     Args:
         model: a model function (written with ``ppl`` primitives).
         model_args, model_kwargs: the arguments it is run with (data).
@@ -131,22 +160,30 @@ class Potential:
             draw of the init strategy at which the model raises one is redrawn, to set the potential up (up to
             100 draws) and in :meth:`initial_params`, as a draw with a non-finite potential is. A
             :class:`ModelError` (a malformed model) always raises. Default: none.
+        enumerate: ``"all"`` (default) or ``"marked"``: which discrete latent sites are summed out (see above).
 
     Raises:
-        ModelError: a latent site is discrete or its support has no bijection, two sites share a name, a
+        ModelError: a latent site is discrete without a finite support (e.g. Poisson) or its support has no
+            bijection, two sites share a name, a
             site's log-density cannot be computed at setup (e.g. observed data outside the support), or the model
             raised one of ``invalid_errors`` at every draw at setup.
     """
 
-    def __init__(self, model, model_args=(), model_kwargs=None, init_strategy=init_to_uniform, invalid_errors=()):
+    def __init__(self, model, model_args=(), model_kwargs=None, init_strategy=init_to_uniform, invalid_errors=(),
+                 enumerate="all"):
+        if enumerate not in ("all", "marked"):
+            raise ValueError(f"Potential: enumerate must be 'all' or 'marked', got {enumerate!r}.")
         self.model = model
         self.model_args = tuple(model_args)
         self.model_kwargs = dict(model_kwargs or {})
         self.init_strategy = init_strategy
         self.invalid_errors = tuple(invalid_errors)
         self.latent_sites = {}
+        self.enumerated = []
+        self._eval_model = model
         start = 0
-        for name, site in self._setup_trace().items():
+        setup_trace = self._setup_trace()
+        for name, site in setup_trace.items():
             if site["type"] == "sample":
                 try:
                     site["fn"].log_prob(site["value"])
@@ -154,21 +191,33 @@ class Potential:
                     raise ModelError(f"site '{name}': {error}") from error
             if not _is_latent(site):
                 continue
+            if _is_enumerable(site) and (enumerate == "all" or site["infer"].get("enumerate") == "parallel"):
+                self.enumerated.append(name)
+                continue
             transform = self._transform(site)
             unconstrained_shape = transform.inverse_shape(site["value"].shape)
             stop = start + math.prod(unconstrained_shape)
             self.latent_sites[name] = LatentSite(name, start, stop, site["value"].shape, unconstrained_shape)
             start = stop
         self.dim = start
+        if self.enumerated:
+            nesting = max((len(s["fn"].batch_shape) for s in setup_trace.values() if s["type"] == "sample"), default=0)
+            self._eval_model = enum(config_enumerate(model), first_available_dim=-nesting - 1)
 
     @staticmethod
     def _transform(site):
         support = site["fn"].support
+        if support.is_discrete and _is_enumerable(site):
+            raise ModelError(
+                f"latent site '{site['name']}' is discrete ({type(site['fn']).__name__}) and not marked for "
+                "enumeration: mark it with ppl.config_enumerate (and fit with TraceEnum_ELBO), or leave it out of "
+                "the guide (handlers.block(model, hide=[...]))."
+            )
         if support.is_discrete:
             raise ModelError(
-                f"latent site '{site['name']}' is discrete ({type(site['fn']).__name__}, support {support!r}); "
-                "the potential needs continuous latent sites: observe it, marginalize it out by hand, or use a "
-                "continuous relaxation."
+                f"latent site '{site['name']}' is discrete ({type(site['fn']).__name__}, support {support!r}) "
+                "without a finite support to enumerate; the potential needs continuous latent sites: observe it, "
+                "marginalize it out by hand, truncate it to a Categorical, or use a continuous relaxation."
             )
         try:
             return biject_to(support)
@@ -195,7 +244,7 @@ class Potential:
         ) from last
 
     def _run(self, z):
-        handler = _Unconstrain(self.model, self.latent_sites, z)
+        handler = _Unconstrain(self._eval_model, self.latent_sites, z)
         model_trace = trace(handler).get_trace(*self.model_args, **self.model_kwargs)
         return model_trace, handler.log_det
 
@@ -207,8 +256,8 @@ class Potential:
 
     def _potential(self, z):
         model_trace, log_det = self._run(z)
-        log_joint = model_trace.log_prob_sum()
-        return -(log_joint if log_det is None else log_joint + log_det)
+        log_p = log_joint(model_trace) if self.enumerated else model_trace.log_prob_sum()
+        return -(log_p if log_det is None else log_p + log_det)
 
     def __call__(self, z):
         """``U(z)``: shape ``()`` for ``z`` of shape ``(dim,)``, ``(C,)`` for ``(C, dim)``."""
@@ -219,7 +268,7 @@ class Potential:
         return {
             name: site["value"]
             for name, site in model_trace.items()
-            if _is_latent(site) or site["type"] == "deterministic"
+            if (_is_latent(site) and name not in self.enumerated) or site["type"] == "deterministic"
         }
 
     def constrain(self, z):

@@ -140,7 +140,7 @@ def apply_stack(msg):
     return msg
 
 
-def sample(name, fn, obs=None, sample_shape=(), infer=None):
+def sample(name, fn, obs=None, sample_shape=(), infer=None, obs_mask=None):
     """A random variable ``name`` with distribution ``fn``; observed data when ``obs`` is given.
 
     Args:
@@ -150,6 +150,12 @@ def sample(name, fn, obs=None, sample_shape=(), infer=None):
         sample_shape: extra leading draws, shape ``sample_shape + batch_shape + event_shape`` (inside plates
             they become batch dimensions).
         infer: hints for inference algorithms (copied).
+        obs_mask: with ``obs``, a bool tensor (broadcasting with the batch shape) that is False where ``obs`` is
+            missing (Pyro's and NumPyro's semantics): the site splits into a latent site ``name + "_unobserved"``
+            (its density masked to the missing entries: they are imputed) and an observed site
+            ``name + "_observed"`` (masked to the observed entries), and ``name`` becomes a deterministic site
+            holding ``obs`` with the missing entries imputed. The values of ``obs`` at missing entries are
+            ignored (NaN is fine).
 
     Returns:
         the site's value: ``obs``, a value provided by a handler, or a draw (``rsample`` when the distribution
@@ -157,6 +163,8 @@ def sample(name, fn, obs=None, sample_shape=(), infer=None):
     """
     if not isinstance(fn, torch.distributions.Distribution):
         raise ModelError(f"sample('{name}', fn): fn must be a torch distribution, got {type(fn).__name__}.")
+    if obs_mask is not None:
+        return _masked_observe(name, fn, obs, obs_mask, sample_shape, infer)
     if not _STACK:
         return obs if obs is not None else _draw(fn, torch.Size(sample_shape))
     msg = _message(
@@ -169,6 +177,30 @@ def sample(name, fn, obs=None, sample_shape=(), infer=None):
         infer=infer,
     )
     return apply_stack(msg)["value"]
+
+
+def _masked_sample(name, fn, obs, mask, sample_shape, infer):
+    if not _STACK:
+        return obs if obs is not None else _draw(fn, torch.Size(sample_shape))
+    msg = _message("sample", name, fn, kwargs={"sample_shape": torch.Size(sample_shape)}, value=obs,
+                   is_observed=obs is not None, infer=infer)
+    msg["mask"] = mask
+    return apply_stack(msg)["value"]
+
+
+def _masked_observe(name, fn, obs, obs_mask, sample_shape, infer):
+    """``sample(..., obs_mask=...)``: an imputed latent part and an observed part, interleaved (see ``sample``)."""
+    if obs is None:
+        raise ModelError(f"sample('{name}', obs_mask=...): obs_mask needs obs (the data with entries missing).")
+    if not isinstance(obs_mask, torch.Tensor) or obs_mask.dtype != torch.bool:
+        raise ModelError(f"sample('{name}'): obs_mask must be a bool tensor, got {obs_mask!r}.")
+    batch_mask = obs_mask.reshape(obs_mask.shape + (1,) * len(fn.event_shape))
+    unobserved = _masked_sample(f"{name}_unobserved", fn, None, ~obs_mask, sample_shape,
+                                {**(infer or {}), "_imputed_mask": obs_mask})
+    # the missing entries of obs take the imputed values, so that NaN placeholders never reach a log-density
+    value = torch.where(batch_mask, obs, unobserved)
+    _masked_sample(f"{name}_observed", fn, value, obs_mask, sample_shape, infer)
+    return deterministic(name, value)
 
 
 def _read_param(name, init_value, constraint, event_dim):

@@ -211,7 +211,7 @@ class AutoLaplaceApproximation(AutoContinuous):
         """
         loc, _ = self._summary_params(args, kwargs)
         with block():
-            potential = Potential(self.model, args, kwargs)
+            potential = Potential(self.model, args, kwargs, enumerate="marked")
             hessian = torch.autograd.functional.hessian(potential, loc)
         hessian_tril, info = torch.linalg.cholesky_ex(hessian)
         if bool(info):

@@ -86,7 +86,7 @@ class AutoGuide:
         # block: the setup runs happen inside the first step's traces and must not show in them; the initial
         # values are checked with a gradient even when the first call comes without gradients
         with block(), torch.enable_grad():
-            potential = Potential(self.model, args, kwargs, init_strategy=self.init_loc_fn)
+            potential = Potential(self.model, args, kwargs, init_strategy=self.init_loc_fn, enumerate="marked")
             z = potential.initial_params()
             _, self.prototype_trace = log_density(self.model, args, kwargs, potential.constrain(z))
         # the sizes from the sites' frames: a blocked model (block(model, expose=[...])) hides its plate sites

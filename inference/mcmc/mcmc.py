@@ -38,7 +38,9 @@ class MCMC:
 
     Args:
         kernel: an ``HMC`` or ``NUTS`` kernel, built from a ``ppl`` model or a potential function.
-        num_warmup, num_samples: iterations per chain.
+        num_warmup, num_samples: iterations per chain (NumPyro's names and order). Pyro's keyword
+            ``warmup_steps`` is accepted for ``num_warmup``; given neither, warm-up is ``num_samples`` long (Pyro's
+            default).
         num_chains: number of chains.
         chain_method: "vectorized" (all chains advance together as one batch) or "sequential" (one after another).
         thinning: keep every ``thinning``-th draw after warm-up.
@@ -56,8 +58,8 @@ class MCMC:
     def __init__(
         self,
         kernel,
-        num_warmup,
-        num_samples,
+        num_warmup=None,
+        num_samples=None,
         num_chains=1,
         chain_method="vectorized",
         thinning=1,
@@ -66,7 +68,17 @@ class MCMC:
         postprocess_fn=None,
         checkpoint=None,
         checkpoint_every=100,
+        *,
+        warmup_steps=None,
     ):
+        if warmup_steps is not None:
+            if num_warmup is not None:
+                raise ValueError("MCMC: give num_warmup (NumPyro's name) or warmup_steps (Pyro's), not both")
+            num_warmup = warmup_steps
+        if num_samples is None:
+            raise ValueError("MCMC: num_samples is required")
+        if num_warmup is None:
+            num_warmup = num_samples
         if chain_method not in ("vectorized", "sequential"):
             raise ValueError(f"MCMC: chain_method must be 'vectorized' or 'sequential'; got {chain_method!r}")
         for name, value, low in (("num_warmup", num_warmup, 0), ("num_samples", num_samples, 1),
@@ -323,6 +335,10 @@ class MCMC:
             diagnostics.print_summary(stats)
             print(f"Number of divergences: {int(self._extra['diverging'].sum())}")
         return stats
+
+    def print_summary(self, prob=0.9):
+        """Print the summary table (NumPyro's ``MCMC.print_summary``; see :meth:`summary`)."""
+        self.summary(prob=prob, print_table=True)
 
     def to_arviz(self):
         """ArviZ ``InferenceData``: posterior, ArviZ-named sample statistics and, for a kernel built from a

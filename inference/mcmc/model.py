@@ -103,6 +103,12 @@ class ModelPotential:
         per observed site, from one vectorized run of the model over the C x N draws (see
         ``ppl.vectorized_trace``: the model must broadcast over an extra leading dimension).
         """
+        if self.potential.enumerated:
+            raise ModelError(
+                f"the pointwise log-likelihood of a model with enumerated discrete sites "
+                f"({', '.join(map(repr, self.potential.enumerated))}) needs them summed out per observation, which "
+                "is not implemented; marginalize them by hand in the model to get it."
+            )
         latent = {name: samples[name] for name in self.potential.latent_sites}
         chains_draws = next(iter(latent.values())).shape[:2]
         flat = {name: value.reshape(-1, *value.shape[2:]) for name, value in latent.items()}

@@ -21,6 +21,7 @@ from inference.vi.optim import (
     StepLR,
 )
 from inference.vi.svi import SVI, SVIRunResult
+from inference.vi.traceenum_elbo import TraceEnum_ELBO
 
 __all__ = [
     "ELBO",
@@ -40,6 +41,7 @@ __all__ = [
     "RenyiELBO",
     "SVIRunResult",
     "StepLR",
+    "TraceEnum_ELBO",
     "TraceGraph_ELBO",
     "TraceMeanField_ELBO",
     "Trace_ELBO",

@@ -191,7 +191,11 @@ def _check_model_guide(model_trace, guide_trace):
             raise InferenceError(
                 f"guide samples '{name}', which the model observes: a guide samples the model's latent sites only."
             )
-    missing = [name for name, site in model_trace.items() if _is_latent(site) and name not in guide_trace]
+    missing = [
+        name
+        for name, site in model_trace.items()
+        if _is_latent(site) and name not in guide_trace and "_enumerate_dim" not in site["infer"]
+    ]
     if missing:
         warnings.warn(
             f"latent site(s) {', '.join(map(repr, missing))} of the model are not in the guide: they are drawn "

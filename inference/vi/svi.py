@@ -123,6 +123,12 @@ class SVI:
                 what differs; the param store is then left without the checkpoint's parameters).
             NonFiniteError, ValueError, RuntimeError: a step failed (see :meth:`step`).
         """
+        if not isinstance(num_steps, int) or isinstance(num_steps, bool) or num_steps < 1:
+            raise ValueError(
+                f"SVI.run: num_steps must be a positive integer, got {num_steps!r}. (NumPyro's svi.run(rng_key, "
+                "num_steps, ...) takes a random key first; here give num_steps first and seed with "
+                "ppl.handlers.seed or torch.manual_seed.)"
+            )
         if checkpoint_every is not None and (not isinstance(checkpoint_every, int) or checkpoint_every < 1):
             raise ValueError(f"SVI.run: checkpoint_every must be a positive integer, got {checkpoint_every!r}.")
         if checkpoint_every is not None and checkpoint is None:

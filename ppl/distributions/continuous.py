@@ -18,24 +18,29 @@ _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 __all__ = [
     "Beta",
     "Cauchy",
+    "Chi2",
     "Dirichlet",
     "Exponential",
     "Gamma",
     "GaussianRandomWalk",
+    "Gumbel",
     "HalfCauchy",
     "HalfNormal",
     "InverseGamma",
-    "LKJCholesky",
     "Laplace",
+    "LKJCholesky",
     "LogNormal",
     "LowRankMultivariateNormal",
     "MultivariateNormal",
     "Normal",
+    "Pareto",
     "StudentT",
+    "TransformedDistribution",
     "TruncatedNormal",
     "Uniform",
     "VonMises",
     "Weibull",
+    "Wishart",
 ]
 
 
@@ -273,3 +278,23 @@ class GaussianRandomWalk(Distribution):
         scale = self.scale.unsqueeze(-1)
         log_prob = -0.5 * (steps / scale) ** 2 - scale.log() - 0.5 * math.log(2 * math.pi)
         return log_prob.sum(dim=-1)
+
+
+class Chi2(torch_dist.Chi2, DistributionMixin):
+    __doc__ = torch_dist.Chi2.__doc__
+
+
+class Gumbel(torch_dist.Gumbel, DistributionMixin):
+    __doc__ = torch_dist.Gumbel.__doc__
+
+
+class Pareto(torch_dist.Pareto, DistributionMixin):
+    __doc__ = torch_dist.Pareto.__doc__
+
+
+class TransformedDistribution(torch_dist.TransformedDistribution, DistributionMixin):
+    __doc__ = torch_dist.TransformedDistribution.__doc__
+
+
+class Wishart(torch_dist.Wishart, DistributionMixin):
+    __doc__ = torch_dist.Wishart.__doc__

@@ -15,6 +15,7 @@ __all__ = [
     "Binomial",
     "Categorical",
     "GammaPoisson",
+    "Geometric",
     "Multinomial",
     "NegativeBinomial",
     "OrderedLogistic",
@@ -245,3 +246,7 @@ class OrderedLogistic(Categorical):
             self.cutpoints.expand(batch_shape + self.cutpoints.shape[-1:]),
             validate_args=self._validate_args,
         )
+
+
+class Geometric(torch_dist.Geometric, DistributionMixin):
+    __doc__ = torch_dist.Geometric.__doc__

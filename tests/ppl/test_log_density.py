@@ -243,7 +243,7 @@ def test_validation_at_setup_not_in_evaluations():
 
 def test_model_errors():
     def discrete():
-        ppl.sample("k", td.Bernoulli(0.5))
+        ppl.sample("k", td.Poisson(3.0))
 
     with pytest.raises(ppl.ModelError, match="'k' is discrete"):
         ppl.Potential(discrete)
