@@ -27,7 +27,7 @@ def assert_png(path):
 
 def test_every_tutorial_has_a_test():
     tested = {"mm_energy_in_a_bayesian_model", "bayesian_regression", "vi_autoguides", "dft_energies_forces",
-              "protein_minimize_md"}
+              "protein_minimize_md", "fit_xc"}
     assert {path.stem for path in TUTORIALS.glob("*.py")} == tested
 
 
@@ -286,3 +286,29 @@ def test_protein_minimize_md(tmp_path):
     assert files["checkpoint.pt"].stat().st_size > 0
     assert app.PDBFile(str(files["minimized.pdb"])).topology.getNumAtoms() == 582
     assert_png(files["md.png"])
+
+
+def test_fit_xc(tmp_path):
+    from pyscf import dft as pyscf_dft
+
+    from dft.learning import datasets
+
+    result = load("fit_xc").main(out=tmp_path, quick=True)
+    losses = [h["loss"] for h in result["history"] if "loss" in h]
+    assert losses[-1] < losses[0]  # training lowers the loss
+    test = result["errors"]["test"]
+    mae = result["mae"]["test"]
+    assert mae["nn-pbe (shipped)"] < 0.6 * mae["PBE"]  # the shipped functional on molecules it never saw
+    # Our PBE atomization energy of one test molecule is PySCF's.
+    name = "HCOOH"
+    energies = {}
+    for system in {name, *datasets.symbols(name)}:
+        mol = datasets.molecule(system, "6-31g*").pyscf
+        mf = (pyscf_dft.RKS if mol.spin == 0 else pyscf_dft.UKS)(mol, xc="pbe")
+        mf.small_rho_cutoff, mf.conv_tol = 0, 1e-10
+        energies[system] = mf.kernel()
+    value = (sum(energies[s] for s in datasets.symbols(name)) - energies[name]) * datasets.KCAL_PER_HARTREE
+    assert test["PBE"][name][0] == pytest.approx(value, abs=0.01)  # kcal/mol
+    for key in ("training", "errors"):
+        assert_png(result["files"][key])
+    assert "nn-pbe" in result["files"]["report"].read_text()
