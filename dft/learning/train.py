@@ -152,14 +152,15 @@ def train(functional, dataset, loss=None, optimizer=None, epochs=50, checkpoint_
         optimizer.zero_grad()
         evaluation = evaluate(loss, dataset, calculations)
         total = evaluation.total
-        if not torch.isfinite(total):
-            raise ValueError(f"epoch {epoch + 1}: the loss is {float(total)} (terms {evaluation.terms})")
+        loss_value = float(total.detach())
+        if not math.isfinite(loss_value):
+            raise ValueError(f"epoch {epoch + 1}: the loss is {loss_value} (terms {evaluation.terms})")
         total.backward()
         bad = [name for name, p in functional.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
         if bad:
             raise ValueError(f"epoch {epoch + 1}: non-finite gradient of {', '.join(bad)}")
         optimizer.step()
-        record = {"epoch": epoch + 1, "loss": float(total), "terms": evaluation.terms, "train_mae": _mae(evaluation),
+        record = {"epoch": epoch + 1, "loss": loss_value, "terms": evaluation.terms, "train_mae": _mae(evaluation),
                   "skipped": sorted(system_label(s) for s in evaluation.skipped)}
         if validation is not None:
             with torch.no_grad():

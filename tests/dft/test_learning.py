@@ -39,7 +39,9 @@ def perturbed(functional, scale=0.3, seed=1):
 
 
 def test_fresh_neural_functional_reproduces_its_base():
-    for name, spin in (("N2", 0), ("O", 2)):
+    # NH2, not an atom: open-shell atoms have flat orbital-rotation modes whose converged state moves by 1e-7 Ha
+    # with the summation order of a multi-threaded run.
+    for name, spin in (("N2", 0), ("NH2", 1)):
         mol = datasets.molecule(name, BASIS)
         method = dft.RKS if spin == 0 else dft.UKS
         with torch.no_grad():
@@ -94,7 +96,7 @@ def test_neural_functional_keeps_its_constraints_for_any_weights(inputs):
 
 
 def test_neural_meta_gga_runs_self_consistently_and_starts_at_its_base():
-    mol = datasets.molecule("OH", BASIS)
+    mol = datasets.molecule("NH2", BASIS)
     with torch.no_grad():
         fresh = float(dft.UKS(mol, xc=xc.NeuralXC("r2scan", inputs=("rho", "zeta", "s", "alpha")), conv_tol=1e-9).kernel())
     reference = pyscf_dft.UKS(mol.pyscf, xc="r2scan")
@@ -214,9 +216,12 @@ def test_resumed_training_equals_an_uninterrupted_one(tmp_path):
     straight, straight_result = run(3, tmp_path / "straight")
     run(1, tmp_path / "killed")  # what a run killed after its first epoch leaves behind
     resumed, resumed_result = run(3, tmp_path / "killed")
+    # Equal to round-off: PySCF's multi-threaded J/K builds sum in a varying order, so two identical runs already
+    # differ in the last bits; a resumed run continues from the saved state and warm starts exactly.
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
-        assert torch.equal(a, b), name
-    assert [h.get("loss") for h in straight_result.history] == [h.get("loss") for h in resumed_result.history]
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12, msg=name)
+    losses = [[h.get("loss") for h in result.history] for result in (straight_result, resumed_result)]
+    assert losses[0][0] is None and losses[0][1:] == pytest.approx(losses[1][1:], rel=1e-9)
     with pytest.raises(Exception, match="another run"):
         learning.train(xc.NeuralXC("pbe", hidden=(5,)), TINY, epochs=3, progress=False,
                        checkpoint_dir=tmp_path / "killed")
