@@ -19,6 +19,8 @@ nm, kJ/mol, ps, elementary charge).
     receptor = bio.Receptor.from_pdb("protein.pdb", ph=7.4)       # PDBFixer hydrogens, AutoDock types
     score = bio.vina_score(ligand, receptor, center=(x, y, z), size=(20, 20, 20))
     score(ligand.conformers_angstrom)                             # (8,) kcal/mol, AutoDock Vina's score
+    result = bio.dock(receptor, ligand, center=(x, y, z), box_size=(22, 22, 22))   # batched MC + BFGS
+    result.scores["total"], result.coordinates                    # (K,) kcal/mol, (K, N, 3) Å, best first
 """
 
 from .constraints import Constraints
@@ -34,6 +36,8 @@ from .mmff import mmff_components, mmff_energy, mmff_parameters
 from .receptor import Receptor
 from .autodock import read_pdbqt
 from .vina import vina_score
+from .pose import Pose, TorsionTree
+from .docking import DockingResult, dock
 from .reporters import CheckpointReporter, DCDReporter, PDBReporter, StateDataReporter
 from .simulation import Simulation
 from .system import System
@@ -44,4 +48,4 @@ __all__ = ["BioError", "ArgumentError", "ConstraintError", "ParameterizationErro
            "VerletIntegrator", "LangevinMiddleIntegrator", "State", "Simulation", "StateDataReporter",
            "PDBReporter", "DCDReporter", "CheckpointReporter", "Ligand", "LigandError", "mmff_energy",
            "mmff_parameters", "mmff_components", "openmm_energy_components", "Receptor", "read_pdbqt",
-           "vina_score"]
+           "vina_score", "Pose", "TorsionTree", "dock", "DockingResult"]

@@ -201,6 +201,19 @@ class Receptor:
         with open(path, "w") as handle:
             handle.write(self.pdbqt())
 
+    def with_ligand(self, ligand, residue=None):
+        """A new receptor with a bound molecule (a cofactor such as NADPH, a bio.Ligand in the receptor's frame)
+        added as rigid receptor atoms, AutoDock-typed by Meeko as a ligand is (`ligand.autodock()`).
+        `residue` labels its atoms (default 'LIG X <name>')."""
+        ad_types = ligand.autodock().ad_types
+        n = len(self)
+        label = residue or f"{ligand.name[:3] or 'LIG'} X 1"
+        return Receptor(torch.cat([self.positions, ligand.positions]), self.ad_types + ad_types,
+                        self.bonds + [(n + i, n + j) for i, j in ligand.autodock().bonds],
+                        self.elements + ligand.symbols,
+                        self.names + [f"{s}{i + 1}" for i, s in enumerate(ligand.symbols)],
+                        self.residues + [label] * len(ligand))
+
     def pocket(self, center=None, size=None, ligand=None, margin=8.0):
         """The receptor restricted to the atoms within `margin` Å of a box (center (3,) and size (3,) in Å) or
         of a reference ligand's atoms (a bio.Ligand or (N, 3) Å coordinates). Whole-receptor bonds between

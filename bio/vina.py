@@ -67,7 +67,7 @@ def _pair_tables(types_a, types_b, scoring, dtype, device):
     rb = torch.tensor([radius[index[t]] for t in types_b], dtype=dtype, device=device)
 
     def flags(types, group):
-        return torch.tensor([t in group for t in types], device=device)
+        return torch.tensor([t in group for t in types], dtype=torch.bool, device=device)
 
     hydrophobic = flags(types_a, autodock.XS_HYDROPHOBIC)[:, None] & flags(types_b, autodock.XS_HYDROPHOBIC)
     hbond = (flags(types_a, autodock.XS_DONOR)[:, None] & flags(types_b, autodock.XS_ACCEPTOR)) | \

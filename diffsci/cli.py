@@ -9,9 +9,9 @@ diffsci: ``main`` prints it as one line too (``--debug`` shows the traceback); C
 import argparse
 import sys
 
-from diffsci import __version__, dft, mm, tour
+from diffsci import __version__, dft, dock, fit_xc, mm, tour
 
-SUBCOMMANDS = {"tour": tour, "dft": dft, "mm": mm}
+SUBCOMMANDS = {"tour": tour, "dft": dft, "fit-xc": fit_xc, "mm": mm, "dock": dock}
 
 
 def build_parser() -> argparse.ArgumentParser:

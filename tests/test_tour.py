@@ -29,7 +29,7 @@ def test_writes_report_and_plots(quick_tour):
     for section in sections.values():
         for plot in section.plots:
             assert (out / plot).stat().st_size > 1000 and f"]({plot})" in report
-    for title in ("eight schools", "water with B3LYP", "kappa and mu", "villin", "not built yet"):
+    for title in ("eight schools", "water with B3LYP", "kappa and mu", "villin", "redocking the 1s3v ligand"):
         assert title in report and title in terminal
 
 
@@ -95,6 +95,11 @@ def test_fit_stage_recovers_pbe(quick_tour):
     mf.conv_tol = 1e-10
     assert results["reference"]["H2O"] == pytest.approx(mf.kernel(), abs=1e-8)
     assert all(abs(error) < 1.0 for error in results["errors_mha"]["fitted"].values())
+    # The shipped nn-pbe beats PBE on unseen molecules (tests/test_tutorials.py::test_fit_xc checks the PBE
+    # atomization energies of the same function against PySCF).
+    errors = results["nn_pbe"]
+    mae = {f: sum(abs(p - r) for p, r in values.values()) / len(values) for f, values in errors.items()}
+    assert mae["nn-pbe"] < 0.6 * mae["pbe"]
 
 
 def test_proteins_stage_matches_openmm(quick_tour):
@@ -116,6 +121,30 @@ def test_proteins_stage_matches_openmm(quick_tour):
     assert results["minimized_energy"] < results["initial_energy"] - 1000
     temperatures = np.asarray(results["md_temperatures"])
     assert np.isfinite(temperatures).all() and 50 < temperatures.mean() < 500
+
+
+def test_binding_stage_matches_vina(quick_tour, tmp_path):
+    import warnings
+
+    import bio
+    from diffsci.tour.binding import DATA
+
+    vina = pytest.importorskip("vina")
+    results = quick_tour[1]["binding"].results
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        receptor = bio.Receptor.from_pdb(DATA / "1s3v_protein.pdb", ph=7.4)
+    receptor.write_pdbqt(tmp_path / "receptor.pdbqt")
+    (ligand,) = bio.Ligand.from_sdf(DATA / "1s3v_ligand.sdf")
+    v = vina.Vina(sf_name="vina", cpu=1, seed=1, verbosity=0)
+    v.set_receptor(str(tmp_path / "receptor.pdbqt"))
+    v.set_ligand_from_string(ligand.autodock().pdbqt(ligand.conformers_angstrom[0]))
+    v.compute_vina_maps(center=results["center"], box_size=results["size"], spacing=1.0)
+    assert results["crystal_total"] == pytest.approx(v.score()[0], abs=0.01)  # vina's explicit-atom score()
+    poses = bio.Ligand.from_sdf(results["poses"])
+    assert len(poses) == len(results["rmsd"]) and all(math.isfinite(r) for r in results["rmsd"])
+    totals = results["scores"]["total"]
+    assert totals == sorted(totals) and torch.isfinite(results["crystal_gradient"]).all()
 
 
 def test_only_and_bad_options():
