@@ -28,20 +28,25 @@ def run(args):
     import dft
     from dft import learning
     from dft.learning import config
+    from dft.molecule import torch_device
     from inference.checkpoint import CheckpointError
 
     out = Path(args.out)
     try:
+        if args.epochs is not None and args.epochs < 0:
+            raise ValueError(f"--epochs must be >= 0, got {args.epochs}")
+        device = torch_device(args.device)
         settings = config.load(args.config)
         training = dict(settings["training"])
         if args.epochs is not None:
             training["epochs"] = args.epochs
-        functional = dft.xc.NeuralXC(**settings["functional"]).to(args.device)
+        functional = dft.xc.NeuralXC(**settings["functional"]).to(device)
         result = learning.train(functional, settings["dataset"], settings["loss"], validation=settings["validation"],
-                                checkpoint_dir=out / "checkpoints", device=args.device, progress=not args.no_progress,
+                                checkpoint_dir=out / "checkpoints", device=device, progress=not args.no_progress,
                                 **training)
     except (config.ConfigError, dft.DFTError, CheckpointError, ValueError, TypeError, OSError) as error:
-        print(f"diffsci fit-xc: error: {error}", file=sys.stderr)
+        option = "--device: " if getattr(error, "argument", None) == "device" else ""
+        print(f"diffsci fit-xc: error: {option}{error}", file=sys.stderr)
         return 1
     path = out / settings["output"]["functional"]
     dft.xc.save(functional, path, metadata={"config": str(args.config)})

@@ -322,6 +322,10 @@ def test_fit_xc_command_trains_saves_and_the_result_runs_in_diffsci_dft(tmp_path
                            "--basis", "6-31g*"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "trained in the 6-31g basis" in done.stderr
-    config.write_text('[data]\nbasis = "6-31g"\natomization = ["H2"]\n[training]\nepoch = 1\n')
-    done = subprocess.run(command, capture_output=True, text=True)
-    assert done.returncode == 1 and "unknown key 'epoch' in [training]" in done.stderr
+    for arguments, message in ((["--epochs", "-1"], "--epochs"), (["--device", "gpu7"], "--device"),
+                               ([], "unknown key 'epoch' in [training]")):
+        config.write_text('[data]\nbasis = "6-31g"\natomization = ["H2"]\n[training]\n'
+                          + ("epoch = 1\n" if not arguments else "epochs = 1\n"))
+        done = subprocess.run(command + arguments, capture_output=True, text=True)
+        assert done.returncode == 1 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1
