@@ -27,7 +27,8 @@ def assert_png(path):
 
 def test_every_tutorial_has_a_test():
     tested = {"mm_energy_in_a_bayesian_model", "bayesian_regression", "vi_autoguides", "dft_energies_forces",
-              "protein_minimize_md", "fit_xc"}
+              "protein_minimize_md", "fit_xc",
+              "docking"}
     assert {path.stem for path in TUTORIALS.glob("*.py")} == tested
 
 
@@ -312,3 +313,21 @@ def test_fit_xc(tmp_path):
     for key in ("training", "errors"):
         assert_png(result["files"][key])
     assert "nn-pbe" in result["files"]["report"].read_text()
+
+
+def test_docking(tmp_path):
+    vina = pytest.importorskip("vina")
+
+    import bio
+    from diffsci.tour.binding import DATA
+
+    result = load("docking").main(out=tmp_path, quick=True)
+    (crystal,) = bio.Ligand.from_sdf(DATA / "1s3v_ligand.sdf")
+    v = vina.Vina(sf_name="vina", cpu=1, seed=1, verbosity=0)
+    v.set_receptor(str(result["files"]["receptor"]))  # the tutorial's own PDBQT, read by vina
+    v.set_ligand_from_string(crystal.autodock().pdbqt(crystal.conformers_angstrom[0]))
+    v.compute_vina_maps(center=result["center"], box_size=result["size"], spacing=1.0)
+    assert result["terms"]["total"] == pytest.approx(v.score()[0], abs=0.01)  # kcal/mol, vina's explicit score()
+    totals = result["scores"]["total"]
+    assert totals == sorted(totals) and len(bio.Ligand.from_sdf(result["files"]["poses"])) == len(totals)
+    assert torch.isfinite(result["d_weights"]).all() and torch.isfinite(result["forces"]).all()
