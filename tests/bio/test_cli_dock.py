@@ -17,7 +17,7 @@ from diffsci.tour.binding import DATA
 RECEPTOR = str(DATA / "1s3v_protein.pdb")
 LIGAND = str(DATA / "1s3v_ligand.sdf")
 # Small drug-like fragments: few torsions, so each docks in about a second at exhaustiveness 1. The test docks the
-# first 10 (the 20-ligand run, killed and rerun the same way, is recorded in issue 20's notes).
+# first 6 (the 20-ligand run, killed and rerun the same way, is recorded in issue 20's notes).
 LIBRARY = ["c1ccccc1O phenol", "c1ccccc1N aniline", "c1ccncc1 pyridine", "Cc1ccccc1 toluene", "OC(=O)c1ccccc1 benzoic",
            "c1ccc2ccccc2c1 naphthalene", "NC(=O)c1ccccc1 benzamide", "c1cc[nH]c1 pyrrole", "c1ccoc1 furan",
            "Oc1ccc(O)cc1 hydroquinone", "CC(=O)Nc1ccccc1 acetanilide", "c1ccc(cc1)F fluorobenzene",
@@ -51,7 +51,7 @@ def test_single_ligand_writes_ranked_poses(tmp_path):
 
 def test_library_killed_and_rerun_equals_an_uninterrupted_run(tmp_path):
     library = tmp_path / "library.smi"
-    ligands = LIBRARY[:10]
+    ligands = LIBRARY[:6]
     library.write_text("\n".join(ligands) + "\n")
 
     def command(folder):
@@ -63,7 +63,7 @@ def test_library_killed_and_rerun_equals_an_uninterrupted_run(tmp_path):
     killed = subprocess.Popen(command(tmp_path / "killed"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     parts = tmp_path / "killed" / "hits.sdf.parts"
     deadline = time.time() + 300
-    while time.time() < deadline and killed.poll() is None and len(list(parts.glob("*"))) < 4:
+    while time.time() < deadline and killed.poll() is None and len(list(parts.glob("*"))) < 2:
         time.sleep(0.2)
     killed.send_signal(signal.SIGKILL)
     killed.wait()
