@@ -119,7 +119,7 @@ def errors(quick):
         pbe = pyscf_atomization(names, "pbe")
         b3lyp = pyscf_atomization(names, "b3lyp")
         ours = learning.atomization_energies("nn-pbe", names, BASIS)
-        mae = [sum(abs(p - r) for p, r in values.values()) / len(values) for values in (pbe, b3lyp, ours)]
+        mae = [learning.mean_absolute_error(values) for values in (pbe, b3lyp, ours)]
         print(f"{label + f' ({len(names)})':28s} {mae[0]:10.2f} {mae[1]:12.2f} {mae[2]:8.2f} "
               f"{100 * (1 - mae[2] / mae[0]):10.0f}%")
 

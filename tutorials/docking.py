@@ -21,33 +21,25 @@ poses.sdf.
 """
 
 import argparse
-import warnings
 from pathlib import Path
 
 import torch
-from rdkit import Chem
-from rdkit.Chem import rdMolAlign
 
 import bio
 from bio.vina import TERMS, VINA_WEIGHTS
-from diffsci.tour.binding import DATA
+from diffsci.tour.binding import bundled_complex, rmsds_to_crystal
 
 NAME = Path(__file__).stem
-BOX = 22.0  # Å, edge of the cubic box centred on the crystal ligand
 
 
 def main(out=None, quick=False, seed=0):
     out = Path(out or Path("tutorial_output") / NAME)
     out.mkdir(parents=True, exist_ok=True)
 
-    # 1. The receptor: PDBFixer adds hydrogens and missing atoms; heterogens are removed (with a warning).
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        receptor = bio.Receptor.from_pdb(DATA / "1s3v_protein.pdb", ph=7.4)
+    # 1. The receptor: PDBFixer adds hydrogens and missing atoms at pH 7.4; heterogens are removed (with a
+    # warning). The box: 22 Å on the crystal ligand's centroid.
+    receptor, crystal, center, size = bundled_complex()
     receptor.write_pdbqt(out / "receptor.pdbqt")
-    (crystal,) = bio.Ligand.from_sdf(DATA / "1s3v_ligand.sdf")
-    center = crystal.conformers_angstrom[0].mean(0).tolist()
-    size = [BOX] * 3
     print(f"receptor: {len(receptor)} atoms; ligand: {crystal.mol.GetNumAtoms()} atoms, "
           f"{crystal.autodock().num_tors:g} Vina torsions")
 
@@ -63,8 +55,7 @@ def main(out=None, quick=False, seed=0):
     result = bio.dock(receptor, crystal, center, size, exhaustiveness=2 if quick else 8, num_poses=9, seed=seed,
                       progress=True)
     result.write_sdf(out / "poses.sdf")
-    reference = Chem.RemoveHs(crystal.mol)
-    rmsds = [rdMolAlign.CalcRMS(Chem.RemoveHs(mol), reference) for mol in result.to_mols()]
+    rmsds = rmsds_to_crystal(result, crystal)
     print(f"{'mode':>4s} {'affinity':>9s} {'RMSD to crystal':>16s}")
     for k, rmsd in enumerate(rmsds):
         print(f"{k + 1:4d} {float(result.scores['total'][k]):9.3f} {rmsd:16.2f}")

@@ -38,10 +38,6 @@ def test_set():
     return [name for name in datasets.g2_names("g2-2") if datasets.is_first_row(name) and name != "H2"]
 
 
-def mean_abs_error(values):
-    return sum(abs(p - r) for p, r in values.values()) / len(values)
-
-
 def main(out=None, quick=False, seed=0):
     out = Path(out or Path("tutorial_output") / NAME)
     out.mkdir(parents=True, exist_ok=True)
@@ -71,7 +67,7 @@ def main(out=None, quick=False, seed=0):
                          for label, f in functionals.items()}
     rows = []
     for which in sets:
-        cells = [f"{mean_abs_error(errors[which][label]):.2f}" for label in functionals]
+        cells = [f"{learning.mean_absolute_error(errors[which][label]):.2f}" for label in functionals]
         rows.append(f"| {which} ({len(sets[which])} molecules) | " + " | ".join(cells) + " |")
     table = "\n".join([f"| atomization-energy MAE, kcal/mol, {basis} | " + " | ".join(functionals) + " |",
                        "|---" * (len(functionals) + 1) + "|", *rows])
@@ -91,7 +87,8 @@ def main(out=None, quick=False, seed=0):
     plt.close(figure)
     (out / "report.md").write_text(f"# Fitting a functional\n\n{table}\n\n![training](training.png)\n\n"
                                    f"![errors](errors.png)\n\n```\n{learning.format_report(result.report)}\n```\n")
-    mae = {which: {label: mean_abs_error(values) for label, values in errors[which].items()} for which in sets}
+    mae = {which: {label: learning.mean_absolute_error(values) for label, values in errors[which].items()}
+           for which in sets}
     return {"history": result.history, "best_epoch": result.best_epoch, "mae": mae, "errors": errors,
             "files": {"functional": out / "functional.pt", "training": out / "training.png",
                       "errors": out / "errors.png", "report": out / "report.md"}}

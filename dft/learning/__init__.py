@@ -12,9 +12,9 @@ reports), ``config`` (the TOML file of ``diffsci fit-xc``).
 """
 
 from .datasets import Dataset, atomization_energy, g2_names
-from .losses import Evaluation, Loss, atomization_energies, evaluate
+from .losses import Evaluation, Loss, atomization_energies, evaluate, mean_absolute_error
 from .systems import Calculations, SCFFailed
 from .train import TrainingResult, format_report, plot_history, train
 
 __all__ = ["Calculations", "Dataset", "Evaluation", "Loss", "SCFFailed", "TrainingResult", "atomization_energies",
-           "atomization_energy", "evaluate", "format_report", "g2_names", "plot_history", "train"]
+           "atomization_energy", "evaluate", "format_report", "g2_names", "mean_absolute_error", "plot_history", "train"]

@@ -117,6 +117,12 @@ def evaluate(loss, dataset, calculations):
     return Evaluation(sum(parts[1:], parts[0]), terms, predictions, skipped)
 
 
+def mean_absolute_error(table):
+    """Mean |predicted - reference| of a prediction table {name: (predicted, reference)} (e.g. an
+    ``Evaluation.predictions`` entry or :func:`atomization_energies`), in the table's unit; NaN when empty."""
+    return sum(abs(p - r) for p, r in table.values()) / len(table) if table else float("nan")
+
+
 def atomization_energies(functional, names, basis, **options):
     """Atomization energies of G2 molecules ``names`` with ``functional`` (a name, file or module) in ``basis``:
     {name: (D_e, experimental D_e)} in kcal/mol, without gradients; molecules whose SCFs fail are left out.

@@ -14,7 +14,7 @@ import json
 import math
 import os
 import time
-from dataclasses import astuple, dataclass, field
+from dataclasses import asdict, astuple, dataclass, field
 from pathlib import Path
 
 import torch
@@ -23,7 +23,8 @@ from tqdm.auto import tqdm
 from inference import checkpoint
 
 from ..xc.functional import XCFunctional
-from .losses import Loss, atomization_energies, evaluate
+from ..xc.io import restore_state, state_of
+from .losses import Loss, atomization_energies, evaluate, mean_absolute_error
 from .systems import Calculations, system_label
 
 CHECKPOINT_KIND = "XC-TRAINING"
@@ -45,24 +46,7 @@ class TrainingResult:
 
 
 def _mae(evaluation):
-    table = evaluation.predictions.get("atomization", {})
-    return sum(abs(p - r) for p, r in table.values()) / len(table) if table else float("nan")
-
-
-def _state(functional):
-    """The functional's tensors (parameters, buffers, hyb), detached copies."""
-    state = {k: v.detach().clone() for k, v in functional.state_dict().items()}
-    state["hyb"] = torch.as_tensor(functional.hyb, dtype=torch.float64).detach().clone()
-    return state
-
-
-def _restore(functional, state):
-    state = dict(state)
-    hyb = state.pop("hyb")
-    functional.load_state_dict(state)
-    with torch.no_grad():
-        if isinstance(functional.hyb, torch.Tensor):
-            functional.hyb.copy_(hyb)
+    return mean_absolute_error(evaluation.predictions.get("atomization", {}))
 
 
 def _dms_to_plain(dms):
@@ -130,7 +114,7 @@ def train(functional, dataset, loss=None, optimizer=None, epochs=50, checkpoint_
     if path is not None and path.exists():
         payload = checkpoint.load(path, CHECKPOINT_KIND, CHECKPOINT_VERSION, map_location=device)
         checkpoint.check(path, payload, fingerprint, "Use another checkpoint_dir, or delete the file to start afresh.")
-        _restore(functional, payload["state"])
+        restore_state(functional, payload["state"])
         optimizer.load_state_dict(payload["optimizer"])
         calculations.dms = _dms_from_plain(payload["dms"])
         if checks is not None:
@@ -143,7 +127,7 @@ def train(functional, dataset, loss=None, optimizer=None, epochs=50, checkpoint_
         if validation is not None:
             with torch.no_grad():
                 value = _mae(evaluate(validation_loss, validation, checks))
-        best = (0, value, _state(functional))
+        best = (0, value, state_of(functional))
         history = [{"epoch": 0, "validation_mae": value if validation is not None else None}]
 
     bar = tqdm(range(start, epochs), desc="fit-xc", unit="epoch", disable=not progress, initial=start, total=epochs)
@@ -173,37 +157,37 @@ def train(functional, dataset, loss=None, optimizer=None, epochs=50, checkpoint_
         record["seconds"] = time.perf_counter() - started
         history.append(record)
         if value < best[1]:
-            best = (epoch + 1, value, _state(functional))
+            best = (epoch + 1, value, state_of(functional))
         bar.set_postfix(loss=f"{record['loss']:.3g}", train=f"{record['train_mae']:.2f}",
                         **({"val": f"{record['validation_mae']:.2f}"} if validation is not None else {}),
                         **({"skipped": len(record["skipped"])} if record["skipped"] else {}))
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             checkpoint.save(path, CHECKPOINT_KIND, CHECKPOINT_VERSION, fingerprint, {
-                "state": _state(functional), "optimizer": optimizer.state_dict(),
+                "state": state_of(functional), "optimizer": optimizer.state_dict(),
                 "dms": _dms_to_plain(calculations.dms),
                 "validation_dms": _dms_to_plain(checks.dms) if checks is not None else {},
                 "history": json.dumps(history), "best_epoch": best[0], "best_value": best[1], "best_state": best[2]})
     bar.close()
 
-    _restore(functional, best[2])
-    report = _report(functional, dataset, validation, options, history)
+    restore_state(functional, best[2])
+    report = _report(functional, dataset, validation, options)
     functional.basis = dataset.basis
     functional.metadata = {
         "basis": dataset.basis, "training": list(dataset.atomization), "validation":
         list(validation.atomization) if validation is not None else [], "epochs": len(history) - 1,
-        "best_epoch": best[0], "loss": {k: v for k, v in zip(("atomization", "ionization", "total_energy", "density",
-                                                               "scf_stability", "constraints"), astuple(loss))},
-        "train_mae": _mean_abs(report, "train"), "validation_mae": _mean_abs(report, "validation")}
+        "best_epoch": best[0], "loss": asdict(loss),
+        "train_mae": _report_mae(report, "train", "learned"), "validation_mae": _report_mae(report, "validation", "learned")}
     return TrainingResult(functional, history, best[0], report)
 
 
-def _mean_abs(report, which):
-    errors = [abs(row["learned"] - row["reference"]) for row in report if row["set"] == which]
-    return sum(errors) / len(errors) if errors else None
+def _report_mae(report, which, column):
+    """MAE [kcal/mol] of the ``column`` ("start" or "learned") of the report's rows of set ``which``; None if none."""
+    table = {row["name"]: (row[column], row["reference"]) for row in report if row["set"] == which}
+    return mean_absolute_error(table) if table else None
 
 
-def _report(functional, dataset, validation, options, history):
+def _report(functional, dataset, validation, options):
     """Per-molecule atomization energies [kcal/mol]: the starting functional, the learned one, the reference."""
     start = getattr(functional, "config", {}).get("base", functional.name)
     rows = []
@@ -228,11 +212,10 @@ def format_report(report):
                      f"{row['reference']:9.2f} {row['start'] - row['reference']:9.2f} "
                      f"{row['learned'] - row['reference']:11.2f}")
     for which in ("train", "validation"):
-        rows = [r for r in report if r["set"] == which]
-        if rows:
-            start = sum(abs(r["start"] - r["reference"]) for r in rows) / len(rows)
-            learned = sum(abs(r["learned"] - r["reference"]) for r in rows) / len(rows)
-            lines.append(f"{which} MAE over {len(rows)} molecules: start {start:.2f}, learned {learned:.2f} kcal/mol")
+        count = sum(row["set"] == which for row in report)
+        if count:
+            lines.append(f"{which} MAE over {count} molecules: start {_report_mae(report, which, 'start'):.2f}, "
+                         f"learned {_report_mae(report, which, 'learned'):.2f} kcal/mol")
     return "\n".join(lines)
 
 

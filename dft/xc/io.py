@@ -24,6 +24,28 @@ SHIPPED = ("nn-pbe",)
 DATA_DIR = Path(__file__).parent / "data"
 
 
+def state_of(functional):
+    """Detached copies of every tensor of ``functional``: its ``state_dict`` entries and ``"hyb"`` (the
+    exact-exchange fraction, a float64 scalar tensor whether or not it is trainable)."""
+    state = {k: v.detach().clone() for k, v in functional.state_dict().items()}
+    state["hyb"] = torch.as_tensor(functional.hyb, dtype=torch.float64).detach().clone()
+    return state
+
+
+def restore_state(functional, state):
+    """Put a :func:`state_of` dict back into ``functional`` (of the same architecture), in place."""
+    state = dict(state)
+    hyb = state.pop("hyb")
+    if "hyb" in functional.state_dict():  # a trainable hyb is a registered parameter, loaded with the rest
+        state["hyb"] = hyb
+    functional.load_state_dict(state)
+    with torch.no_grad():
+        if isinstance(functional.hyb, torch.Tensor):
+            functional.hyb.copy_(hyb)
+        else:
+            functional.hyb = float(hyb)
+
+
 def save(functional, path, metadata=None):
     """Write ``functional`` to ``path``: a :class:`NeuralXC`, or a named functional (``get_functional("pbe")``)
     whose constants may have been made trainable and fitted.
@@ -46,13 +68,14 @@ def save(functional, path, metadata=None):
         raise XCError(f"cannot save {type(functional).__name__}: only NeuralXC and named functionals "
                       f"(get_functional('pbe'), ...) are stored as data; save a custom callable's own parameters "
                       f"with torch.save(module.state_dict(), path)")
-    hyb = functional.hyb
+    tensors = {k: v.cpu() for k, v in state_of(functional).items()}
+    hyb = tensors.pop("hyb")
     state = {
         "architecture": json.dumps(architecture),
         "trainable": [name for name, _ in functional.named_parameters()] + (["hyb"] if isinstance(
-            hyb, torch.nn.Parameter) else []),
-        "state_dict": {k: v.detach().cpu() for k, v in functional.state_dict().items()},
-        "hyb": torch.as_tensor(hyb, dtype=torch.float64).detach().cpu(),
+            functional.hyb, torch.nn.Parameter) else []),
+        "state_dict": tensors,
+        "hyb": hyb,
         "basis": getattr(functional, "basis", None),
         "metadata": json.dumps({**getattr(functional, "metadata", {}), **(metadata or {})}),
     }
@@ -86,12 +109,7 @@ def load(path):
         module = functional.get_submodule(owner)
         if leaf in module._buffers:
             module.make_trainable(leaf)
-    functional.load_state_dict(payload["state_dict"])
-    with torch.no_grad():
-        if isinstance(functional.hyb, torch.Tensor):
-            functional.hyb.copy_(payload["hyb"])
-        else:
-            functional.hyb = float(payload["hyb"])
+    restore_state(functional, {**payload["state_dict"], "hyb": payload["hyb"]})
     functional.basis = payload["basis"]
     functional.metadata = json.loads(payload["metadata"])
     return functional

@@ -14,12 +14,10 @@ DATA = Path(__file__).parent / "data"
 BOX = 22.0  # Å, edge of the cubic box centred on the crystal ligand (as the Vina measurements in REFERENCES)
 
 
-def run(ctx):
+def bundled_complex():
+    """The bundled 1s3v complex: (receptor prepared with PDBFixer at pH 7.4, crystal ligand, box center (3,) Å at
+    the crystal ligand's centroid, box size (3,) Å)."""
     import warnings
-
-    import torch
-    from rdkit import Chem
-    from rdkit.Chem import rdMolAlign
 
     import bio
 
@@ -27,16 +25,31 @@ def run(ctx):
         warnings.simplefilter("ignore")  # PDBFixer's notes on the removed heterogens
         receptor = bio.Receptor.from_pdb(DATA / "1s3v_protein.pdb", ph=7.4)
     (crystal,) = bio.Ligand.from_sdf(DATA / "1s3v_ligand.sdf")
-    center = crystal.conformers_angstrom[0].mean(0).tolist()
-    size = [BOX] * 3
+    return receptor, crystal, crystal.conformers_angstrom[0].mean(0).tolist(), [BOX] * 3
+
+
+def rmsds_to_crystal(result, crystal):
+    """Heavy-atom RMSD [Å] of every docked pose of ``result`` to the ``crystal`` pose: symmetry-aware, without
+    realignment (RDKit's CalcRMS), as redocking success is judged."""
+    from rdkit import Chem
+    from rdkit.Chem import rdMolAlign
+
+    reference = Chem.RemoveHs(crystal.mol)
+    return [rdMolAlign.CalcRMS(Chem.RemoveHs(mol), reference) for mol in result.to_mols()]
+
+
+def run(ctx):
+    import torch
+
+    import bio
+
+    receptor, crystal, center, size = bundled_complex()
     ctx.echo(f"1s3v: receptor {len(receptor)} atoms (PDBFixer, pH 7.4), ligand {crystal.mol.GetNumAtoms()} "
              f"atoms, {crystal.autodock().num_tors:g} torsions; box {BOX:g} Å on the crystal ligand")
     exhaustiveness = 2 if ctx.quick else 8
     result = bio.dock(receptor, crystal, center, size, exhaustiveness=exhaustiveness, num_poses=9, seed=ctx.seed,
                       device=ctx.device, progress=True)
-    reference = Chem.RemoveHs(crystal.mol)
-    mols = result.to_mols()
-    rmsds = [rdMolAlign.CalcRMS(Chem.RemoveHs(mol), reference) for mol in mols]
+    rmsds = rmsds_to_crystal(result, crystal)
     poses = ctx.out / "binding_poses.sdf"
     result.write_sdf(poses)
     rows = [[k + 1, f"{float(result.scores['total'][k]):.2f}", f"{float(result.scores['inter'][k]):.2f}",

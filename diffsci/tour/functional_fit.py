@@ -118,7 +118,7 @@ def shipped_functional_errors(ctx):
     errors = {f: learning.atomization_energies(f, names, basis, device=ctx.device) for f in ("pbe", "nn-pbe")}
     rows = [[name, f"{errors['pbe'][name][1]:.1f}"] + [f"{errors[f][name][0] - errors[f][name][1]:+.1f}"
                                                        for f in errors] for name in names]
-    mae = {f: sum(abs(p - r) for p, r in values.values()) / len(values) for f, values in errors.items()}
+    mae = {f: learning.mean_absolute_error(values) for f, values in errors.items()}
     rows.append(["MAE", ""] + [f"{mae[f]:.1f}" for f in errors])
     header = ["molecule", "experiment (kcal/mol)", "PBE error", "nn-pbe error"]
     ctx.echo(text_table(header, rows))
