@@ -13,7 +13,6 @@ pose per second of bio.dock (vina does not report its count).
 """
 
 import argparse
-import importlib.util
 import os
 import platform
 import sys
