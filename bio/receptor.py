@@ -24,7 +24,6 @@ perceives them in the PDBQT it reads. Coordinates are kept in nm like the rest o
 `positions_angstrom` gives Å for the Vina score.
 """
 
-import io
 import os
 import warnings
 
